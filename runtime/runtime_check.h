@@ -1,0 +1,65 @@
+/*
+ * runtime_check.h -- end-to-end checks of the kernels on a device against the
+ * CPU reference, and the batch layouts of the workload grid (WORKLOADS.md).
+ * Used by `dop check`, the GPU tests and the benchmarks.
+ */
+#ifndef DOP_RUNTIME_CHECK_H
+#define DOP_RUNTIME_CHECK_H
+
+#include <stdint.h>
+
+#include "runtime_internal.h"
+
+typedef enum runtime_workload {
+    RUNTIME_WL_DISTINCT = 0,  /* every row its own adapter */
+    RUNTIME_WL_UNIFORM = 1,   /* ceil(sqrt(rows)) adapters, equal shares */
+    RUNTIME_WL_SKEWED = 2,    /* Zipf 1.5 popularity */
+    RUNTIME_WL_IDENTICAL = 3, /* one adapter */
+    RUNTIME_WL_MIXED = 4,     /* skewed, 25% rows without adapter, rows shuffled, ranks 8..max */
+    RUNTIME_WL_COUNT = 5
+} runtime_workload;
+
+const char *runtime_workload_name(runtime_workload w);
+/* -1 if unknown */
+int runtime_workload_parse(const char *name);
+
+/*
+ * Fills row_slot[num_rows] for a workload; returns the number of slots used
+ * (slots are 0 .. n-1). rng is advanced. Segment lengths for the sorted
+ * layouts follow WORKLOADS.md exactly.
+ */
+int runtime_workload_rows(runtime_workload w, int num_rows, uint64_t *rng, int32_t *row_slot);
+
+typedef struct runtime_case {
+    dop_dtype dtype;
+    runtime_op op;
+    runtime_workload workload;
+    dop_layout_kind layout_kind; /* SEGMENTS needs a sorted workload; MIXED always uses ROWS */
+    int num_rows, d_in, num_slices, max_rank;
+    int d_out[DOP_MAX_SLICES];
+    int hetero_ranks;            /* adapters get ranks spread over 8..max_rank (or 1..) */
+    int device_copies;           /* give device copies of layout and weights */
+    int per_call_weights;        /* pass weights per call instead of a table */
+    int empty_segments;          /* insert empty segments (SEGMENTS layouts) */
+    uint64_t seed;
+    const search_schedule *force;/* optional: use this schedule */
+} runtime_case;
+
+typedef struct runtime_case_result {
+    double err;          /* ||out - ref|| / ||ref|| over the updated entries */
+    double tol;          /* tolerance for the dtype */
+    long long checked;   /* entries compared with the reference */
+    long long untouched_bad; /* entries that should be untouched (or written) and were not */
+    int slots;
+    char schedule[128];
+    char message[512];   /* why it failed, when it did */
+    int ok;
+} runtime_case_result;
+
+/* Runs one case on ctx and checks it. Returns DOP_OK if it ran (see ok). */
+dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res);
+
+/* splitmix64 */
+uint64_t runtime_rng_next(uint64_t *state);
+
+#endif

@@ -1,0 +1,511 @@
+/*
+ * runtime_context.c -- contexts, errors, logging, the kernel table and
+ * adapter tables.
+ *
+ * Errors: each failing call formats its message into a thread-local buffer
+ * tagged with the context it failed on, so messages never race between
+ * threads and reading one needs no lock (sqlite3_errmsg without the mutex).
+ *
+ * Kernel table: a small array searched under a mutex. A miss compiles with
+ * the mutex released; the loser of a race for the same key unloads its copy.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime_internal.h"
+
+static _Thread_local struct {
+    const dop_context *ctx;
+    char msg[1024];
+} t_err;
+
+static void log_message(const dop_context *ctx, dop_log_level level, const char *msg)
+{
+    if (ctx && ctx->log && level <= ctx->log_level)
+        ctx->log(ctx->log_user, level, msg);
+}
+
+dop_status runtime_fail(const dop_context *ctx, dop_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_err.msg, sizeof t_err.msg, fmt, ap);
+    va_end(ap);
+    t_err.ctx = ctx;
+    log_message(ctx, DOP_LOG_ERROR, t_err.msg);
+    return status;
+}
+
+dop_status runtime_fail_cu(const dop_context *ctx, CUresult r, const char *what)
+{
+    char d[256];
+    runtime_cu_describe(ctx ? ctx->drv : NULL, r, d, sizeof d);
+    dop_status st = r == CUDA_ERROR_OUT_OF_MEMORY ? DOP_ERR_OUT_OF_DEVICE_MEMORY : DOP_ERR_DEVICE_FAILED;
+    return runtime_fail(ctx, st, "%s failed: %s", what, d);
+}
+
+const char *dop_context_error(const dop_context *ctx)
+{
+    return t_err.ctx == ctx ? t_err.msg : "";
+}
+
+unsigned dop_version(void)
+{
+    return DOP_VERSION_MAJOR * 10000u + DOP_VERSION_MINOR * 100u + DOP_VERSION_PATCH;
+}
+
+#define DOP_STR2(x) #x
+#define DOP_STR(x) DOP_STR2(x)
+
+const char *dop_version_string(void)
+{
+    return DOP_STR(DOP_VERSION_MAJOR) "." DOP_STR(DOP_VERSION_MINOR) "." DOP_STR(DOP_VERSION_PATCH);
+}
+
+const char *dop_status_string(dop_status s)
+{
+    switch (s) {
+    case DOP_OK: return "DOP_OK";
+    case DOP_ERR_INVALID_ARGUMENT: return "DOP_ERR_INVALID_ARGUMENT";
+    case DOP_ERR_UNAVAILABLE: return "DOP_ERR_UNAVAILABLE";
+    case DOP_ERR_UNSUPPORTED: return "DOP_ERR_UNSUPPORTED";
+    case DOP_ERR_OUT_OF_HOST_MEMORY: return "DOP_ERR_OUT_OF_HOST_MEMORY";
+    case DOP_ERR_OUT_OF_DEVICE_MEMORY: return "DOP_ERR_OUT_OF_DEVICE_MEMORY";
+    case DOP_ERR_COMPILE_FAILED: return "DOP_ERR_COMPILE_FAILED";
+    case DOP_ERR_DEVICE_FAILED: return "DOP_ERR_DEVICE_FAILED";
+    case DOP_ERR_CACHE_CORRUPT: return "DOP_ERR_CACHE_CORRUPT";
+    case DOP_ERR_INVALID_LAYOUT: return "DOP_ERR_INVALID_LAYOUT";
+    case DOP_ERR_MISALIGNED: return "DOP_ERR_MISALIGNED";
+    case DOP_ERR_WORKSPACE_TOO_SMALL: return "DOP_ERR_WORKSPACE_TOO_SMALL";
+    case DOP_ERR_INTERNAL: return "DOP_ERR_INTERNAL";
+    }
+    return "DOP_ERR_(unknown)";
+}
+
+void dop_context_options_init(dop_context_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->struct_size = sizeof *opt;
+    opt->device = 0;
+    opt->log_level = DOP_LOG_WARN;
+}
+
+dop_status runtime_enter(dop_context *ctx, bool *pushed)
+{
+    CUcontext cur = NULL;
+    *pushed = false;
+    CUresult r = ctx->drv->fn_cuCtxGetCurrent(&cur);
+    if (r != CUDA_SUCCESS)
+        return runtime_fail_cu(ctx, r, "cuCtxGetCurrent");
+    if (cur == ctx->cuctx)
+        return DOP_OK;
+    r = ctx->drv->fn_cuCtxPushCurrent(ctx->cuctx);
+    if (r != CUDA_SUCCESS)
+        return runtime_fail_cu(ctx, r, "cuCtxPushCurrent");
+    *pushed = true;
+    return DOP_OK;
+}
+
+void runtime_leave(dop_context *ctx, bool pushed)
+{
+    if (pushed) {
+        CUcontext dummy;
+        ctx->drv->fn_cuCtxPopCurrent(&dummy);
+    }
+}
+
+static int attr(const runtime_driver *d, CUdevice dev, CUdevice_attribute a, int *out)
+{
+    return d->fn_cuDeviceGetAttribute(out, a, dev) == CUDA_SUCCESS ? 0 : -1;
+}
+
+dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
+{
+    dop_context_options defaults;
+    if (!out)
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: out is NULL");
+    *out = NULL;
+    if (!opt) {
+        dop_context_options_init(&defaults);
+        opt = &defaults;
+    }
+    if (opt->struct_size != sizeof(dop_context_options))
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT,
+                            "dop_context_create: opt->struct_size is %u, expected %zu (call dop_context_options_init)",
+                            opt->struct_size, sizeof(dop_context_options));
+    if (opt->device < 0)
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: opt->device is %d", opt->device);
+    if ((unsigned)opt->log_level > DOP_LOG_DEBUG)
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: opt->log_level %d is unknown",
+                            (int)opt->log_level);
+
+    char why[512];
+    const runtime_driver *drv = runtime_driver_load(why, sizeof why);
+    if (!drv)
+        return runtime_fail(NULL, DOP_ERR_UNAVAILABLE, "dop_context_create: %s", why);
+    CUresult r = drv->fn_cuInit(0);
+    if (r != CUDA_SUCCESS) {
+        char d[256];
+        runtime_cu_describe(drv, r, d, sizeof d);
+        return runtime_fail(NULL, DOP_ERR_UNAVAILABLE, "dop_context_create: cuInit failed: %s", d);
+    }
+    int count = 0;
+    if (drv->fn_cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0)
+        return runtime_fail(NULL, DOP_ERR_UNAVAILABLE, "dop_context_create: no CUDA device");
+    if (opt->device >= count)
+        return runtime_fail(NULL, DOP_ERR_UNAVAILABLE, "dop_context_create: device %d requested, %d present",
+                            opt->device, count);
+    const runtime_nvrtc *nv = runtime_nvrtc_load(why, sizeof why);
+    if (!nv)
+        return runtime_fail(NULL, DOP_ERR_UNAVAILABLE, "dop_context_create: %s", why);
+
+    dop_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return runtime_fail(NULL, DOP_ERR_OUT_OF_HOST_MEMORY, "dop_context_create: out of host memory");
+    ctx->drv = drv;
+    ctx->nvrtc = nv;
+    ctx->log = opt->log;
+    ctx->log_user = opt->log_user;
+    ctx->log_level = opt->log_level;
+    pthread_mutex_init(&ctx->lock, NULL);
+
+    dop_status st = DOP_OK;
+    dop_device_info *in = &ctx->info;
+    if ((r = drv->fn_cuDeviceGet(&ctx->dev, opt->device)) != CUDA_SUCCESS ||
+        (r = drv->fn_cuDeviceGetName(in->name, (int)sizeof in->name, ctx->dev)) != CUDA_SUCCESS) {
+        st = runtime_fail_cu(NULL, r, "dop_context_create: cuDeviceGet");
+        goto fail;
+    }
+    in->ordinal = opt->device;
+    if (attr(drv, ctx->dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, &in->cc_major) ||
+        attr(drv, ctx->dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, &in->cc_minor) ||
+        attr(drv, ctx->dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, &in->sm_count) ||
+        attr(drv, ctx->dev, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, &in->l2_bytes) ||
+        attr(drv, ctx->dev, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, &in->smem_per_block_optin)) {
+        st = runtime_fail(NULL, DOP_ERR_DEVICE_FAILED, "dop_context_create: cuDeviceGetAttribute failed");
+        goto fail;
+    }
+    if (drv->fn_cuDriverGetVersion(&in->driver_version) != CUDA_SUCCESS)
+        in->driver_version = 0;
+    in->nvrtc_major = nv->major;
+    in->nvrtc_minor = nv->minor;
+    if (in->cc_major < 8) {
+        st = runtime_fail(NULL, DOP_ERR_UNSUPPORTED, "dop_context_create: %s is sm_%d%d; dop needs sm_80 or newer",
+                          in->name, in->cc_major, in->cc_minor);
+        goto fail;
+    }
+    if ((r = drv->fn_cuDevicePrimaryCtxRetain(&ctx->cuctx, ctx->dev)) != CUDA_SUCCESS) {
+        st = runtime_fail_cu(NULL, r, "dop_context_create: cuDevicePrimaryCtxRetain");
+        if (st == DOP_ERR_DEVICE_FAILED)
+            st = DOP_ERR_UNAVAILABLE;
+        ctx->cuctx = NULL;
+        goto fail;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg, "dop %s on %s (sm_%d%d, %d SMs), NVRTC %d.%d", dop_version_string(), in->name,
+             in->cc_major, in->cc_minor, in->sm_count, nv->major, nv->minor);
+    log_message(ctx, DOP_LOG_INFO, msg);
+    *out = ctx;
+    return DOP_OK;
+fail:
+    dop_context_destroy(ctx);
+    return st;
+}
+
+void dop_context_destroy(dop_context *ctx)
+{
+    if (!ctx)
+        return;
+    bool pushed = false;
+    bool entered = ctx->cuctx && runtime_enter(ctx, &pushed) == DOP_OK;
+    for (int i = 0; i < ctx->nkernels; ++i) {
+        if (entered)
+            ctx->drv->fn_cuModuleUnload(ctx->kernels[i]->module);
+        free(ctx->kernels[i]);
+    }
+    if (entered)
+        runtime_leave(ctx, pushed);
+    free(ctx->kernels);
+    if (ctx->cuctx)
+        ctx->drv->fn_cuDevicePrimaryCtxRelease(ctx->dev);
+    pthread_mutex_destroy(&ctx->lock);
+    if (t_err.ctx == ctx)
+        t_err.ctx = NULL;
+    free(ctx);
+}
+
+dop_status dop_context_device_info(dop_context *ctx, dop_device_info *out)
+{
+    if (!ctx || !out)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "dop_context_device_info: %s is NULL", ctx ? "out" : "ctx");
+    *out = ctx->info;
+    return DOP_OK;
+}
+
+dop_status dop_context_get_stats(dop_context *ctx, dop_context_stats *out)
+{
+    if (!ctx || !out)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "dop_context_get_stats: %s is NULL", ctx ? "out" : "ctx");
+    pthread_mutex_lock(&ctx->lock);
+    *out = ctx->stats;
+    pthread_mutex_unlock(&ctx->lock);
+    return DOP_OK;
+}
+
+/* ---- kernel table ---------------------------------------------------------- */
+
+static runtime_kernel *kernel_find(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s)
+{
+    for (int i = 0; i < ctx->nkernels; ++i) {
+        runtime_kernel *k = ctx->kernels[i];
+        if (k->dtype == dtype && k->max_rank == max_rank && memcmp(&k->sched, s, sizeof *s) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+dop_status runtime_kernel_get(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *sched,
+                              const runtime_kernel **out)
+{
+    search_schedule key = search_schedule_module_key(sched);
+    const search_schedule *s = &key;
+    pthread_mutex_lock(&ctx->lock);
+    runtime_kernel *k = kernel_find(ctx, dtype, max_rank, s);
+    pthread_mutex_unlock(&ctx->lock);
+    if (k) {
+        *out = k;
+        return DOP_OK;
+    }
+
+    char why[1024], name[128];
+    search_schedule_format(s, name, sizeof name);
+    char *src = NULL;
+    size_t len = 0;
+    if (kernels_codegen(s, dtype, max_rank, &src, &len, why, sizeof why) != 0)
+        return runtime_fail(ctx, DOP_ERR_INTERNAL, "code generation failed for [%s]: %s", name, why);
+    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
+    runtime_cubin cubin;
+    int rc = runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, 3, &cubin, why,
+                                 sizeof why);
+    free(src);
+    if (rc != 0)
+        return runtime_fail(ctx, DOP_ERR_COMPILE_FAILED, "compiling [%s]: %s", name, why);
+
+    k = calloc(1, sizeof *k);
+    if (!k) {
+        runtime_cubin_free(&cubin);
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    k->dtype = dtype;
+    k->max_rank = max_rank;
+    k->sched = *s;
+    CUresult r = ctx->drv->fn_cuModuleLoadData(&k->module, cubin.data);
+    double secs = cubin.seconds;
+    runtime_cubin_free(&cubin);
+    if (r != CUDA_SUCCESS) {
+        free(k);
+        return runtime_fail_cu(ctx, r, "cuModuleLoadData");
+    }
+    if ((r = ctx->drv->fn_cuModuleGetFunction(&k->shrink, k->module, KERNELS_ENTRY_SHRINK)) != CUDA_SUCCESS ||
+        (r = ctx->drv->fn_cuModuleGetFunction(&k->expand, k->module, KERNELS_ENTRY_EXPAND)) != CUDA_SUCCESS ||
+        (r = ctx->drv->fn_cuModuleGetFunction(&k->fused, k->module, KERNELS_ENTRY_FUSED)) != CUDA_SUCCESS) {
+        ctx->drv->fn_cuModuleUnload(k->module);
+        free(k);
+        return runtime_fail_cu(ctx, r, "cuModuleGetFunction");
+    }
+
+    pthread_mutex_lock(&ctx->lock);
+    ctx->stats.kernels_compiled++;
+    ctx->stats.compile_seconds += secs;
+    runtime_kernel *other = kernel_find(ctx, dtype, max_rank, s);
+    if (!other && ctx->nkernels == ctx->kernels_cap) {
+        int cap = ctx->kernels_cap ? ctx->kernels_cap * 2 : 16;
+        runtime_kernel **grown = realloc(ctx->kernels, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&ctx->lock);
+            ctx->drv->fn_cuModuleUnload(k->module);
+            free(k);
+            return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "out of host memory for the kernel table");
+        }
+        ctx->kernels = grown;
+        ctx->kernels_cap = cap;
+    }
+    if (!other) {
+        ctx->kernels[ctx->nkernels++] = k;
+        ctx->stats.kernels_loaded++;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (other) {
+        ctx->drv->fn_cuModuleUnload(k->module);
+        free(k);
+        k = other;
+    } else {
+        char msg[256];
+        snprintf(msg, sizeof msg, "compiled [%s] for sm_%d%d in %.0f ms", name, ctx->info.cc_major,
+                 ctx->info.cc_minor, secs * 1e3);
+        log_message(ctx, DOP_LOG_INFO, msg);
+    }
+    *out = k;
+    return DOP_OK;
+}
+
+/* ---- adapter tables -------------------------------------------------------- */
+
+size_t runtime_packed_adapters_size(int32_t n)
+{
+    return (size_t)n * (8 + 8 + 4 + 4);
+}
+
+void runtime_pack_adapters(const dop_lora_adapter *e, int32_t n, void *buf)
+{
+    unsigned char *b = buf;
+    for (int32_t i = 0; i < n; ++i) {
+        uint64_t a = (uint64_t)(uintptr_t)e[i].A, bb = (uint64_t)(uintptr_t)e[i].B;
+        memcpy(b + (size_t)i * 8, &a, 8);
+        memcpy(b + (size_t)n * 8 + (size_t)i * 8, &bb, 8);
+        memcpy(b + (size_t)n * 16 + (size_t)i * 4, &e[i].rank, 4);
+        memcpy(b + (size_t)n * 20 + (size_t)i * 4, &e[i].scale, 4);
+    }
+}
+
+static dop_status check_entries(const dop_context *ctx, const char *fn, const dop_lora_adapter *e, int32_t n,
+                                int32_t first, int32_t num_slices)
+{
+    for (int32_t i = 0; i < n; ++i) {
+        int32_t slot = first + i / num_slices, slice = i % num_slices;
+        const dop_lora_adapter *a = &e[i];
+        if (a->rank < 0)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slot %d slice %d: rank %d is negative", fn, slot,
+                                slice, a->rank);
+        if (a->rank > DOP_MAX_RANK)
+            return runtime_fail(ctx, DOP_ERR_UNSUPPORTED, "%s: slot %d slice %d: rank %d is above DOP_MAX_RANK (%d)",
+                                fn, slot, slice, a->rank, DOP_MAX_RANK);
+        if (a->rank == 0 && (a->A || a->B))
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: slot %d slice %d: rank is 0 but A or B is set (an empty entry has A = B = NULL)",
+                                fn, slot, slice);
+        if (a->rank > 0 && (!a->A || !a->B))
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slot %d slice %d: rank %d but %s is NULL", fn,
+                                slot, slice, a->rank, a->A ? "B" : "A");
+        if (((uintptr_t)a->A | (uintptr_t)a->B) & 1u)
+            return runtime_fail(ctx, DOP_ERR_MISALIGNED,
+                                "%s: slot %d slice %d: weight pointer %s is not aligned to 2 bytes", fn, slot, slice,
+                                ((uintptr_t)a->A & 1u) ? "A" : "B");
+        if (a->scale != a->scale)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slot %d slice %d: scale is NaN", fn, slot, slice);
+    }
+    return DOP_OK;
+}
+
+dop_status runtime_check_adapters(const dop_context *ctx, const char *fn, const dop_lora_adapter *e, int32_t n,
+                                  int32_t num_slices)
+{
+    return check_entries(ctx, fn, e, n, 0, num_slices);
+}
+
+dop_status dop_adapter_table_create(dop_context *ctx, int32_t num_slots, int32_t num_slices,
+                                    const dop_lora_adapter *entries, dop_adapter_table **out)
+{
+    static const char fn[] = "dop_adapter_table_create";
+    if (!ctx || !out || !entries)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                            !ctx ? "ctx" : !out ? "out" : "entries");
+    *out = NULL;
+    if (num_slots <= 0 || num_slots > (1 << 24))
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: num_slots %d not in 1..%d", fn, num_slots, 1 << 24);
+    if (num_slices <= 0 || num_slices > DOP_MAX_SLICES)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: num_slices %d not in 1..%d", fn, num_slices,
+                            DOP_MAX_SLICES);
+    int32_t n = num_slots * num_slices;
+    dop_status st = check_entries(ctx, fn, entries, n, 0, num_slices);
+    if (st)
+        return st;
+    dop_adapter_table *t = calloc(1, sizeof *t);
+    size_t bytes = runtime_packed_adapters_size(n);
+    void *img = malloc(bytes);
+    if (!t || !(t->host = malloc((size_t)n * sizeof *entries)) || !img) {
+        if (t)
+            free(t->host);
+        free(t);
+        free(img);
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);
+    }
+    memcpy(t->host, entries, (size_t)n * sizeof *entries);
+    t->ctx = ctx;
+    t->num_slots = num_slots;
+    t->num_slices = num_slices;
+    runtime_pack_adapters(entries, n, img);
+    bool pushed;
+    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
+        goto fail;
+    CUresult r = ctx->drv->fn_cuMemAlloc(&t->dev, bytes);
+    if (r != CUDA_SUCCESS) {
+        t->dev = 0;
+        st = runtime_fail_cu(ctx, r, "dop_adapter_table_create: cuMemAlloc");
+    } else if ((r = ctx->drv->fn_cuMemcpyHtoD(t->dev, img, bytes)) != CUDA_SUCCESS) {
+        st = runtime_fail_cu(ctx, r, "dop_adapter_table_create: cuMemcpyHtoD");
+    }
+    runtime_leave(ctx, pushed);
+    if (st)
+        goto fail;
+    free(img);
+    *out = t;
+    return DOP_OK;
+fail:
+    free(img);
+    dop_adapter_table_destroy(t);
+    return st;
+}
+
+dop_status dop_adapter_table_update(dop_adapter_table *t, int32_t first_slot, int32_t count,
+                                    const dop_lora_adapter *entries, dop_stream stream)
+{
+    static const char fn[] = "dop_adapter_table_update";
+    if (!t || !entries)
+        return runtime_fail(t ? t->ctx : NULL, DOP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                            !t ? "table" : "entries");
+    dop_context *ctx = t->ctx;
+    if (first_slot < 0 || count <= 0 || first_slot > t->num_slots - count)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slots %d..%d outside the table's 0..%d", fn,
+                            first_slot, first_slot + count - 1, t->num_slots - 1);
+    int32_t n = count * t->num_slices, total = t->num_slots * t->num_slices;
+    dop_status st = check_entries(ctx, fn, entries, n, first_slot, t->num_slices);
+    if (st)
+        return st;
+    memcpy(t->host + (size_t)first_slot * t->num_slices, entries, (size_t)n * sizeof *entries);
+    /* re-pack the whole image: the SoA arrays of the updated slots are not contiguous */
+    size_t bytes = runtime_packed_adapters_size(total);
+    void *img = malloc(bytes);
+    if (!img)
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);
+    runtime_pack_adapters(t->host, total, img);
+    bool pushed;
+    if ((st = runtime_enter(ctx, &pushed)) == DOP_OK) {
+        CUresult r = ctx->drv->fn_cuMemcpyHtoDAsync(t->dev, img, bytes, (CUstream)stream);
+        if (r != CUDA_SUCCESS)
+            st = runtime_fail_cu(ctx, r, "dop_adapter_table_update: cuMemcpyHtoDAsync");
+        runtime_leave(ctx, pushed);
+    }
+    free(img);
+    return st;
+}
+
+void dop_adapter_table_destroy(dop_adapter_table *t)
+{
+    if (!t)
+        return;
+    if (t->dev) {
+        bool pushed;
+        if (runtime_enter(t->ctx, &pushed) == DOP_OK) {
+            t->ctx->drv->fn_cuMemFree(t->dev);
+            runtime_leave(t->ctx, pushed);
+        }
+    }
+    free(t->host);
+    free(t);
+}

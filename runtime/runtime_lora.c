@@ -1,0 +1,684 @@
+/*
+ * runtime_lora.c -- the three operations: validate, summarise the layout,
+ * pick a schedule, fill the argument block, upload what the caller did not
+ * give on the device, launch.
+ *
+ * Workspace (one allocation sized by dop_lora_workspace_size, reused by
+ * every call of the shape):
+ *   [ v scratch: num_rows x num_slices*max_rank fp32 (fused apply, split sketch) ]
+ *   [ layout metadata: up to 4*num_rows+4 int32 ]
+ *   [ per-call weight arrays: u64 A | u64 B | i32 rank | f32 scale, max_call_slots*num_slices ]
+ * The two metadata parts are contiguous and uploaded with one copy.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime_internal.h"
+
+#define WS_ALIGN 256u
+#define MAX_DIM (1 << 24)
+
+static size_t align_up(size_t v)
+{
+    return (v + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+}
+
+typedef struct ws_layout {
+    size_t v_off, v_size, meta_off, meta_size, w_off, w_size, total;
+} ws_layout;
+
+static ws_layout ws_plan(int32_t num_rows, int32_t num_slices, int32_t max_rank, int32_t max_call_slots)
+{
+    ws_layout w;
+    w.v_off = 0;
+    w.v_size = (size_t)num_rows * (size_t)num_slices * (size_t)max_rank * 4;
+    w.meta_off = align_up(w.v_size);
+    w.meta_size = ((size_t)num_rows * 4 + 4) * 4;
+    w.w_off = w.meta_off + w.meta_size; /* 8-byte aligned: meta_size is a multiple of 16 */
+    w.w_size = runtime_packed_adapters_size(max_call_slots * num_slices);
+    w.total = align_up(w.w_off + w.w_size);
+    return w;
+}
+
+/* The resolved shape of a call. */
+typedef struct call_shape {
+    kernels_dtype dtype;
+    int32_t num_rows, d_in, num_slices, max_rank, max_dout;
+    int32_t d_out[DOP_MAX_SLICES], y_col[DOP_MAX_SLICES];
+    int64_t ldx, ldy;
+} call_shape;
+
+static dop_status check_shape(const dop_context *ctx, const char *fn, const dop_lora_shape *s, call_shape *c)
+{
+    if (!s)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
+    if (s->dtype != DOP_DTYPE_F16 && s->dtype != DOP_DTYPE_BF16)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->dtype %d is not DOP_DTYPE_F16 or DOP_DTYPE_BF16",
+                            fn, (int)s->dtype);
+    if (s->num_rows <= 0 || s->num_rows > MAX_DIM)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->num_rows %d not in 1..%d", fn, s->num_rows,
+                            MAX_DIM);
+    if (s->d_in <= 0 || s->d_in > MAX_DIM)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->d_in %d not in 1..%d", fn, s->d_in, MAX_DIM);
+    if (s->num_slices <= 0 || s->num_slices > DOP_MAX_SLICES)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->num_slices %d not in 1..%d", fn, s->num_slices,
+                            DOP_MAX_SLICES);
+    if (s->max_rank <= 0)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->max_rank %d is not positive", fn, s->max_rank);
+    if (s->max_rank > DOP_MAX_RANK)
+        return runtime_fail(ctx, DOP_ERR_UNSUPPORTED, "%s: shape->max_rank %d is above DOP_MAX_RANK (%d)", fn,
+                            s->max_rank, DOP_MAX_RANK);
+    c->dtype = s->dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
+    c->num_rows = s->num_rows;
+    c->d_in = s->d_in;
+    c->num_slices = s->num_slices;
+    c->max_rank = s->max_rank;
+    c->max_dout = 0;
+    int64_t end = 0;
+    for (int i = 0; i < s->num_slices; ++i) {
+        if (s->d_out[i] <= 0 || s->d_out[i] > MAX_DIM)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->d_out[%d] %d not in 1..%d", fn, i,
+                                s->d_out[i], MAX_DIM);
+        if (s->y_col[i] < -1)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->y_col[%d] %d is negative (-1 = packed)",
+                                fn, i, s->y_col[i]);
+        int64_t col = s->y_col[i] == -1 ? end : s->y_col[i];
+        c->d_out[i] = s->d_out[i];
+        c->y_col[i] = (int32_t)col;
+        if (col > INT32_MAX - s->d_out[i])
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slice %d ends past column 2^31", fn, i);
+        end = col + s->d_out[i];
+        if (s->d_out[i] > c->max_dout)
+            c->max_dout = s->d_out[i];
+    }
+    /* slices must not overlap: two slices adding into one column would race */
+    for (int i = 0; i < s->num_slices; ++i)
+        for (int j = i + 1; j < s->num_slices; ++j)
+            if (c->y_col[i] < c->y_col[j] + c->d_out[j] && c->y_col[j] < c->y_col[i] + c->d_out[i])
+                return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slices %d and %d overlap in y's columns", fn,
+                                    i, j);
+    int64_t width = 0;
+    for (int i = 0; i < s->num_slices; ++i)
+        if (c->y_col[i] + (int64_t)c->d_out[i] > width)
+            width = c->y_col[i] + (int64_t)c->d_out[i];
+    c->ldx = s->ldx ? s->ldx : s->d_in;
+    c->ldy = s->ldy ? s->ldy : width;
+    if (c->ldx < s->d_in)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->ldx %lld is smaller than d_in %d", fn,
+                            (long long)c->ldx, s->d_in);
+    if (c->ldy < width)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: shape->ldy %lld is smaller than the slices' width %lld",
+                            fn, (long long)c->ldy, (long long)width);
+    return DOP_OK;
+}
+
+void dop_lora_shape_init(dop_lora_shape *s)
+{
+    if (!s)
+        return;
+    memset(s, 0, sizeof *s);
+    s->dtype = DOP_DTYPE_F16;
+    s->num_slices = 1;
+    s->max_rank = 16;
+    for (int i = 0; i < DOP_MAX_SLICES; ++i)
+        s->y_col[i] = -1;
+}
+
+dop_status dop_lora_workspace_size(dop_context *ctx, const dop_lora_shape *shape, int32_t max_call_slots,
+                                   size_t *bytes)
+{
+    static const char fn[] = "dop_lora_workspace_size";
+    if (!ctx || !bytes)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !ctx ? "ctx" : "bytes");
+    call_shape c;
+    dop_status st = check_shape(ctx, fn, shape, &c);
+    if (st)
+        return st;
+    if (max_call_slots < 0 || max_call_slots > (1 << 24))
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: max_call_slots %d not in 0..%d", fn, max_call_slots,
+                            1 << 24);
+    *bytes = ws_plan(c.num_rows, c.num_slices, c.max_rank, max_call_slots).total;
+    return DOP_OK;
+}
+
+/* ---- weights ------------------------------------------------------------------- */
+
+typedef struct call_weights {
+    int32_t num_slots;
+    const dop_lora_adapter *host; /* [num_slots * num_slices] */
+    uint64_t a_ptrs, b_ptrs, ranks, scales; /* device, 0 where uploaded / uniform */
+    int32_t uniform_rank;
+    float uniform_scale;
+    bool upload;
+} call_weights;
+
+static dop_status check_weights(const dop_context *ctx, const char *fn, const dop_weights *w, const call_shape *c,
+                                call_weights *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!w)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: weights is NULL", fn);
+    if (w->table) {
+        const dop_adapter_table *t = w->table;
+        if (w->adapters || w->dev_A || w->dev_B || w->dev_rank || w->dev_scale)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: weights has both a table and per-call arrays; give one", fn);
+        if (t->ctx != ctx)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: weights->table belongs to another context", fn);
+        if (t->num_slices != c->num_slices)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: the table has %d slices, the shape %d", fn,
+                                t->num_slices, c->num_slices);
+        int64_t n = (int64_t)t->num_slots * t->num_slices;
+        out->num_slots = t->num_slots;
+        out->host = t->host;
+        out->a_ptrs = t->dev;
+        out->b_ptrs = t->dev + (uint64_t)n * 8;
+        out->ranks = t->dev + (uint64_t)n * 16;
+        out->scales = t->dev + (uint64_t)n * 20;
+        return DOP_OK;
+    }
+    if (!w->adapters)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: weights has neither a table nor host adapters", fn);
+    if (w->num_slots <= 0 || w->num_slots > (1 << 24))
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: weights->num_slots %d not in 1..%d", fn, w->num_slots,
+                            1 << 24);
+    int32_t n = w->num_slots * c->num_slices;
+    dop_status st = runtime_check_adapters(ctx, fn, w->adapters, n, c->num_slices);
+    if (st)
+        return st;
+    out->num_slots = w->num_slots;
+    out->host = w->adapters;
+    if (!w->dev_A && !w->dev_B) {
+        if (w->dev_rank || w->dev_scale)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: weights->dev_rank/dev_scale given without dev_A and dev_B", fn);
+        out->upload = true;
+        return DOP_OK;
+    }
+    if (!w->dev_A || !w->dev_B)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: weights->%s is NULL while %s is given", fn,
+                            w->dev_A ? "dev_B" : "dev_A", w->dev_A ? "dev_A" : "dev_B");
+    if (((uintptr_t)w->dev_A | (uintptr_t)w->dev_B) & 7u)
+        return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: weights->dev_A/dev_B must be 8-byte aligned", fn);
+    if (((uintptr_t)w->dev_rank | (uintptr_t)w->dev_scale) & 3u)
+        return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: weights->dev_rank/dev_scale must be 4-byte aligned", fn);
+    out->a_ptrs = (uint64_t)(uintptr_t)w->dev_A;
+    out->b_ptrs = (uint64_t)(uintptr_t)w->dev_B;
+    out->ranks = (uint64_t)(uintptr_t)w->dev_rank;
+    out->scales = (uint64_t)(uintptr_t)w->dev_scale;
+    /* without device ranks/scales the host values must agree: they become kernel constants */
+    out->uniform_rank = w->adapters[0].rank;
+    out->uniform_scale = w->adapters[0].scale;
+    for (int32_t i = 1; i < n; ++i) {
+        if (!w->dev_rank && w->adapters[i].rank != out->uniform_rank)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: ranks differ between adapters (entry %d has %d, entry 0 %d): give weights->dev_rank",
+                                fn, i, w->adapters[i].rank, out->uniform_rank);
+        if (!w->dev_scale && w->adapters[i].scale != out->uniform_scale)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: scales differ between adapters (entry %d): give weights->dev_scale", fn, i);
+    }
+    return DOP_OK;
+}
+
+/* ---- layout ---------------------------------------------------------------------- */
+
+void runtime_summarize_rows(const int32_t *row_slot, int32_t num_rows, runtime_layout_summary *sum)
+{
+    int32_t prev = -1, run = 0;
+    memset(sum, 0, sizeof *sum);
+    for (int32_t i = 0; i < num_rows; ++i) {
+        int32_t s = row_slot[i];
+        if (s != prev)
+            run = 0;
+        if (s >= 0) {
+            sum->rows_with_adapter++;
+            if (run == 0)
+                sum->groups++;
+            if (++run > sum->longest)
+                sum->longest = run;
+        }
+        prev = s;
+    }
+    sum->distinct = sum->groups;
+}
+
+typedef struct call_layout {
+    runtime_layout_summary sum;
+    uint64_t row_slot, seg_indptr, seg_slot, num_segments_dev; /* device, 0 where uploaded */
+    int32_t num_segments;
+    bool upload;
+} call_layout;
+
+static dop_status check_slot(const dop_context *ctx, const char *fn, const call_shape *c, const call_weights *w,
+                             int32_t slot, const char *where, int32_t index)
+{
+    if (slot < -1 || slot >= w->num_slots)
+        return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: %s %d uses adapter slot %d, outside -1..%d", fn, where,
+                            index, slot, w->num_slots - 1);
+    if (slot < 0)
+        return DOP_OK;
+    for (int s = 0; s < c->num_slices; ++s) {
+        int32_t r = w->host[(int64_t)slot * c->num_slices + s].rank;
+        if (r > c->max_rank)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                "%s: %s %d uses slot %d whose slice %d has rank %d, above shape->max_rank %d", fn,
+                                where, index, slot, s, r, c->max_rank);
+    }
+    return DOP_OK;
+}
+
+static dop_status check_layout(const dop_context *ctx, const char *fn, const dop_layout *l, const call_shape *c,
+                               const call_weights *w, call_layout *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!l)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: layout is NULL", fn);
+    runtime_layout_summary *sum = &out->sum;
+    int32_t prev = -1, run = 0, prev_end = -1;
+    if (l->kind == DOP_LAYOUT_ROWS) {
+        if (!l->row_slot)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: layout->row_slot (host) is NULL", fn);
+        if (l->seg_indptr || l->dev_seg_indptr)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: a DOP_LAYOUT_ROWS layout has segment arrays", fn);
+        if ((uintptr_t)l->dev_row_slot & 3u)
+            return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: layout->dev_row_slot is not 4-byte aligned", fn);
+        for (int32_t i = 0; i < c->num_rows; ++i) {
+            int32_t s = l->row_slot[i];
+            if (s != prev) {
+                dop_status st = check_slot(ctx, fn, c, w, s, "row", i);
+                if (st)
+                    return st;
+            }
+            prev = s;
+        }
+        runtime_summarize_rows(l->row_slot, c->num_rows, sum);
+        out->row_slot = (uint64_t)(uintptr_t)l->dev_row_slot;
+        out->upload = !l->dev_row_slot;
+    } else if (l->kind == DOP_LAYOUT_SEGMENTS) {
+        if (!l->seg_indptr)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: layout->seg_indptr (host) is NULL", fn);
+        if (l->row_slot || l->dev_row_slot)
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: a DOP_LAYOUT_SEGMENTS layout has row arrays", fn);
+        if (l->num_segments < 0)
+            return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: layout->num_segments %d is negative", fn,
+                                l->num_segments);
+        if (l->seg_indptr[0] < 0 || l->seg_indptr[0] > c->num_rows)
+            return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: seg_indptr[0] = %d outside 0..num_rows (%d)", fn,
+                                l->seg_indptr[0], c->num_rows);
+        for (int32_t i = 0; i < l->num_segments; ++i) {
+            int32_t a = l->seg_indptr[i], b = l->seg_indptr[i + 1];
+            if (b < a)
+                return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT,
+                                    "%s: segments are not monotonic: seg_indptr[%d] = %d < seg_indptr[%d] = %d", fn,
+                                    i + 1, b, i, a);
+            if (b > c->num_rows)
+                return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: segment %d ends at row %d, past num_rows %d", fn,
+                                    i, b, c->num_rows);
+            int32_t s = l->seg_slot ? l->seg_slot[i] : i;
+            dop_status st = check_slot(ctx, fn, c, w, s, "segment", i);
+            if (st)
+                return st;
+            if (s >= 0 && b > a) {
+                sum->rows_with_adapter += b - a;
+                /* adjacent segments of one slot behave as one group in the kernels */
+                if (s == prev && a == prev_end) {
+                    run += b - a;
+                } else {
+                    sum->groups++;
+                    run = b - a;
+                }
+                if (run > sum->longest)
+                    sum->longest = run;
+                prev = s;
+                prev_end = b;
+            }
+        }
+        if (l->dev_seg_indptr) {
+            if (l->seg_slot && !l->dev_seg_slot)
+                return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                    "%s: layout->dev_seg_slot is NULL while seg_slot is given", fn);
+            if (!l->seg_slot && l->dev_seg_slot)
+                return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                    "%s: layout->dev_seg_slot is given but seg_slot is NULL", fn);
+            if (((uintptr_t)l->dev_seg_indptr | (uintptr_t)l->dev_seg_slot | (uintptr_t)l->dev_num_segments) & 3u)
+                return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: layout device arrays must be 4-byte aligned", fn);
+            out->seg_indptr = (uint64_t)(uintptr_t)l->dev_seg_indptr;
+            out->seg_slot = (uint64_t)(uintptr_t)l->dev_seg_slot;
+            out->num_segments_dev = (uint64_t)(uintptr_t)l->dev_num_segments;
+        } else {
+            if (l->dev_seg_slot || l->dev_num_segments)
+                return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                                    "%s: layout device arrays given without layout->dev_seg_indptr", fn);
+            if ((int64_t)l->num_segments * 2 + 1 > (int64_t)c->num_rows * 4 + 4)
+                return runtime_fail(ctx, DOP_ERR_WORKSPACE_TOO_SMALL,
+                                    "%s: %d segments do not fit the workspace's layout area (at most %d without "
+                                    "device copies)",
+                                    fn, l->num_segments, 2 * c->num_rows + 1);
+            out->upload = true;
+        }
+        out->num_segments = l->num_segments;
+    } else {
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: layout->kind %d is not DOP_LAYOUT_SEGMENTS or _ROWS",
+                            fn, (int)l->kind);
+    }
+    sum->distinct = sum->groups; /* an upper bound; exact counting would cost a set per call */
+    return DOP_OK;
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+static _Thread_local bool t_forced;
+static _Thread_local search_schedule t_forced_sched;
+static _Thread_local search_schedule t_last_sched;
+
+void runtime_last_schedule(search_schedule *out)
+{
+    *out = t_last_sched;
+}
+
+void runtime_force_schedule(const search_schedule *s)
+{
+    t_forced = s != NULL;
+    if (s)
+        t_forced_sched = *s;
+}
+
+static int pow2_floor(int v)
+{
+    int p = 1;
+    while (p * 2 <= v)
+        p *= 2;
+    return p;
+}
+
+/*
+ * A first heuristic, to be replaced by tuned schedules and the cost model:
+ * tiny batches take the one-launch fused sketch; otherwise rows per CTA
+ * follow the mean run of one adapter (weights are shared within a CTA) and
+ * split-K grows until the shrink has about two CTAs per SM.
+ */
+void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t num_rows, int32_t d_in,
+                           int32_t num_slices, int32_t max_rank, const runtime_layout_summary *sum,
+                           search_schedule *out)
+{
+    memset(out, 0, sizeof *out);
+    out->version = SEARCH_SCHEDULE_VERSION;
+    out->vec = d_in % 8 == 0 ? 8 : d_in % 4 == 0 ? 4 : d_in % 2 == 0 ? 2 : 1;
+    int mean = sum->groups ? sum->rows_with_adapter / sum->groups : 1;
+    if (op == RUNTIME_OP_APPLY && num_rows <= 4) {
+        out->sketch = SEARCH_SKETCH_FUSED;
+        out->rows = (uint8_t)pow2_floor(num_rows);
+        if (out->rows < num_rows)
+            out->rows *= 2;
+        out->warps = 8;
+        out->kc = 512;
+        out->cols = 256;
+        out->split_k = 1;
+        if (!search_schedule_legal(out, max_rank, NULL, 0))
+            out->kc = 256;
+        return;
+    }
+    out->sketch = SEARCH_SKETCH_SPLIT;
+    out->rows = (uint8_t)pow2_floor(mean < 1 ? 1 : mean > 16 ? 16 : mean);
+    out->warps = 4;
+    out->kc = 256;
+    out->cols = 128;
+    int row_tiles = (num_rows + out->rows - 1) / out->rows;
+    int want = (2 * (dev ? dev->sm_count : 108) + row_tiles * num_slices - 1) / (row_tiles * num_slices);
+    int max_split = (d_in + out->kc - 1) / out->kc;
+    int split = want < 1 ? 1 : want;
+    if (split > max_split)
+        split = max_split;
+    if (split > 64)
+        split = 64;
+    out->split_k = (uint8_t)(op == RUNTIME_OP_APPLY || op == RUNTIME_OP_SHRINK ? split : 1);
+    while (!search_schedule_legal(out, max_rank, NULL, 0) && out->rows > 1)
+        out->rows /= 2;
+}
+
+/* ---- the call ------------------------------------------------------------------- */
+
+typedef struct call_args {
+    runtime_op op;
+    const char *fn;
+    const dop_lora_shape *shape;
+    const dop_layout *layout;
+    const dop_weights *weights;
+    const void *x;
+    void *y;
+    const float *v;
+    int64_t ldv;
+    uint32_t flags;
+    void *workspace;
+    size_t workspace_size;
+    dop_stream stream;
+} call_args;
+
+static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
+                         dop_kparams *kp, dop_stream stream, const char *what)
+{
+    void *args[] = {kp};
+    CUresult r = ctx->drv->fn_cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, (CUstream)stream, args, NULL);
+    return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, what);
+}
+
+static dop_status run_call(dop_context *ctx, const call_args *a)
+{
+    const char *fn = a->fn;
+    if (!ctx)
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", fn);
+    call_shape c;
+    dop_status st = check_shape(ctx, fn, a->shape, &c);
+    if (st)
+        return st;
+    if (a->op != RUNTIME_OP_EXPAND && !a->x)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: x is NULL", fn);
+    if (a->op != RUNTIME_OP_SHRINK && !a->y)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: y is NULL", fn);
+    if (a->op != RUNTIME_OP_APPLY && !a->v)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: v is NULL", fn);
+    if (((uintptr_t)a->x | (uintptr_t)a->y) & 1u)
+        return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: %s is not aligned to its 2-byte element", fn,
+                            ((uintptr_t)a->x & 1u) ? "x" : "y");
+    if ((uintptr_t)a->v & 3u)
+        return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: v is not 4-byte aligned", fn);
+    if (a->op != RUNTIME_OP_APPLY && a->ldv < (int64_t)c.num_slices * c.max_rank)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: ldv %lld is smaller than num_slices * max_rank = %d",
+                            fn, (long long)a->ldv, c.num_slices * c.max_rank);
+    if (a->flags & ~DOP_SHRINK_ACCUMULATE)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn, a->flags);
+    if (!a->workspace)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: workspace is NULL", fn);
+    if ((uintptr_t)a->workspace % WS_ALIGN)
+        return runtime_fail(ctx, DOP_ERR_MISALIGNED, "%s: workspace is not %u-byte aligned", fn, WS_ALIGN);
+
+    call_weights w;
+    if ((st = check_weights(ctx, fn, a->weights, &c, &w)) != DOP_OK)
+        return st;
+    call_layout l;
+    if ((st = check_layout(ctx, fn, a->layout, &c, &w, &l)) != DOP_OK)
+        return st;
+    ws_layout ws = ws_plan(c.num_rows, c.num_slices, c.max_rank, w.upload ? w.num_slots : 0);
+    if (a->workspace_size < ws.total)
+        return runtime_fail(ctx, DOP_ERR_WORKSPACE_TOO_SMALL,
+                            "%s: workspace_size %zu is below the %zu bytes this call needs (dop_lora_workspace_size)",
+                            fn, a->workspace_size, ws.total);
+
+    search_schedule sched;
+    if (t_forced) {
+        char why[256];
+        sched = t_forced_sched;
+        if (!search_schedule_legal(&sched, c.max_rank, why, sizeof why))
+            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: forced schedule is illegal: %s", fn, why);
+        if (a->op == RUNTIME_OP_SHRINK && !(a->flags & DOP_SHRINK_ACCUMULATE))
+            sched.split_k = 1; /* overwriting needs one CTA per output element */
+    } else {
+        uint32_t op_flags = a->op == RUNTIME_OP_SHRINK && !(a->flags & DOP_SHRINK_ACCUMULATE) ? 1 : 0;
+        runtime_pick_schedule(&ctx->info, a->op, c.num_rows, c.d_in, c.num_slices, c.max_rank, &l.sum, &sched);
+        if (op_flags)
+            sched.split_k = 1;
+    }
+    if (a->op != RUNTIME_OP_APPLY)
+        sched.sketch = SEARCH_SKETCH_SPLIT; /* shrink / expand alone are the two halves of that sketch */
+
+    bool pushed;
+    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
+        return st;
+    const runtime_kernel *k;
+    if ((st = runtime_kernel_get(ctx, c.dtype, c.max_rank, &sched, &k)) != DOP_OK)
+        goto out;
+
+    CUdeviceptr wsp = (CUdeviceptr)(uintptr_t)a->workspace;
+    dop_kparams kp;
+    memset(&kp, 0, sizeof kp);
+    kp.x = (uint64_t)(uintptr_t)a->x;
+    kp.y = (uint64_t)(uintptr_t)a->y;
+    kp.v = a->op == RUNTIME_OP_APPLY ? wsp + ws.v_off : (uint64_t)(uintptr_t)a->v;
+    kp.ldx = c.ldx;
+    kp.ldy = c.ldy;
+    kp.ldv = a->op == RUNTIME_OP_APPLY ? (int64_t)c.num_slices * c.max_rank : a->ldv;
+    kp.num_rows = c.num_rows;
+    kp.d_in = c.d_in;
+    kp.num_slices = c.num_slices;
+    kp.max_rank = c.max_rank;
+    kp.num_slots = w.num_slots;
+    kp.num_segments = l.num_segments;
+    kp.accumulate = (a->flags & DOP_SHRINK_ACCUMULATE) ? 1 : 0;
+    for (int i = 0; i < c.num_slices; ++i) {
+        kp.d_out[i] = c.d_out[i];
+        kp.y_col[i] = c.y_col[i];
+    }
+    kp.row_slot = l.row_slot;
+    kp.seg_indptr = l.seg_indptr;
+    kp.seg_slot = l.seg_slot;
+    kp.num_segments_dev = l.num_segments_dev;
+    kp.a_ptrs = w.a_ptrs;
+    kp.b_ptrs = w.b_ptrs;
+    kp.ranks = w.ranks;
+    kp.scales = w.scales;
+    kp.uniform_rank = w.uniform_rank;
+    kp.uniform_scale = w.uniform_scale;
+
+    if (l.upload || w.upload) {
+        int capturing = 0;
+        CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+        if (ctx->drv->fn_cuStreamIsCapturing((CUstream)a->stream, &cs) == CUDA_SUCCESS)
+            capturing = cs != CU_STREAM_CAPTURE_STATUS_NONE;
+        if (capturing) {
+            st = runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                              "%s: the stream is capturing a graph, so the %s must be given as device copies", fn,
+                              l.upload ? "layout" : "weights");
+            goto out;
+        }
+        size_t bytes = ws.w_off + ws.w_size - ws.meta_off;
+        unsigned char *img = calloc(1, bytes);
+        if (!img) {
+            st = runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);
+            goto out;
+        }
+        CUdeviceptr meta = wsp + ws.meta_off;
+        if (l.upload && a->layout->kind == DOP_LAYOUT_ROWS) {
+            memcpy(img, a->layout->row_slot, (size_t)c.num_rows * 4);
+            kp.row_slot = meta;
+        } else if (l.upload) {
+            size_t n = (size_t)l.num_segments;
+            memcpy(img, a->layout->seg_indptr, (n + 1) * 4);
+            kp.seg_indptr = meta;
+            if (a->layout->seg_slot) {
+                memcpy(img + (n + 1) * 4, a->layout->seg_slot, n * 4);
+                kp.seg_slot = meta + (n + 1) * 4;
+            }
+        }
+        if (w.upload) {
+            int32_t n = w.num_slots * c.num_slices;
+            runtime_pack_adapters(w.host, n, img + (ws.w_off - ws.meta_off));
+            CUdeviceptr base = wsp + ws.w_off;
+            kp.a_ptrs = base;
+            kp.b_ptrs = base + (uint64_t)n * 8;
+            kp.ranks = base + (uint64_t)n * 16;
+            kp.scales = base + (uint64_t)n * 20;
+        }
+        CUresult r = ctx->drv->fn_cuMemcpyHtoDAsync(meta, img, bytes, (CUstream)a->stream);
+        free(img);
+        if (r != CUDA_SUCCESS) {
+            st = runtime_fail_cu(ctx, r, "cuMemcpyHtoDAsync (layout and weights)");
+            goto out;
+        }
+    }
+
+    unsigned threads = 32u * sched.warps;
+    unsigned row_tiles = (unsigned)((c.num_rows + sched.rows - 1) / sched.rows);
+    unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols);
+    if (col_tiles > 65535)
+        col_tiles = 65535;
+    int split = sched.split_k;
+    int kpc = (c.d_in + split - 1) / split;
+    kpc = (kpc + sched.kc - 1) / sched.kc * sched.kc;
+    kp.k_per_cta = kpc;
+    split = (c.d_in + kpc - 1) / kpc;
+
+    if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED) {
+        st = launch(ctx, k->fused, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
+                    "cuLaunchKernel (fused)");
+    } else if (a->op == RUNTIME_OP_APPLY) {
+        if (split > 1) {
+            CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, ws.v_size / 4, (CUstream)a->stream);
+            if (r != CUDA_SUCCESS) {
+                st = runtime_fail_cu(ctx, r, "cuMemsetD32Async (intermediate)");
+                goto out;
+            }
+        }
+        kp.accumulate = 0;
+        st = launch(ctx, k->shrink, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
+                    "cuLaunchKernel (shrink)");
+        if (st == DOP_OK)
+            st = launch(ctx, k->expand, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
+                        "cuLaunchKernel (expand)");
+    } else if (a->op == RUNTIME_OP_SHRINK) {
+        st = launch(ctx, k->shrink, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
+                    "cuLaunchKernel (shrink)");
+    } else {
+        st = launch(ctx, k->expand, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
+                    "cuLaunchKernel (expand)");
+    }
+    if (st == DOP_OK) {
+        t_last_sched = sched;
+        t_last_sched.split_k = (uint8_t)(sched.sketch == SEARCH_SKETCH_SPLIT ? split : 1);
+        pthread_mutex_lock(&ctx->lock);
+        ctx->stats.calls++;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+out:
+    runtime_leave(ctx, pushed);
+    return st;
+}
+
+dop_status dop_lora_apply(dop_context *ctx, const dop_lora_shape *shape, const dop_layout *layout,
+                          const dop_weights *weights, const void *x, void *y, void *workspace, size_t workspace_size,
+                          dop_stream stream)
+{
+    call_args a = {RUNTIME_OP_APPLY, "dop_lora_apply", shape, layout, weights, x, y, NULL, 0, 0,
+                   workspace, workspace_size, stream};
+    return run_call(ctx, &a);
+}
+
+dop_status dop_lora_shrink(dop_context *ctx, const dop_lora_shape *shape, const dop_layout *layout,
+                           const dop_weights *weights, const void *x, float *v, int64_t ldv, uint32_t flags,
+                           void *workspace, size_t workspace_size, dop_stream stream)
+{
+    call_args a = {RUNTIME_OP_SHRINK, "dop_lora_shrink", shape, layout, weights, x, NULL, v, ldv, flags,
+                   workspace, workspace_size, stream};
+    return run_call(ctx, &a);
+}
+
+dop_status dop_lora_expand(dop_context *ctx, const dop_lora_shape *shape, const dop_layout *layout,
+                           const dop_weights *weights, const float *v, int64_t ldv, void *y, void *workspace,
+                           size_t workspace_size, dop_stream stream)
+{
+    call_args a = {RUNTIME_OP_EXPAND, "dop_lora_expand", shape, layout, weights, NULL, y, v, ldv, 0,
+                   workspace, workspace_size, stream};
+    return run_call(ctx, &a);
+}

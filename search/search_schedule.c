@@ -1,0 +1,89 @@
+/*
+ * search_schedule.c -- legality rules of the schedule space.
+ *
+ * The rules mirror what kernels/kernels_lora.cu needs: the row mask is a
+ * 32-bit word (rows <= 32), the K tile is a whole number of warp-wide vector
+ * loads, and the static shared memory of the largest entry point (x tile,
+ * fp32 intermediate, row grouping) stays under 48 KiB.
+ *
+ * Only rows, warps, vec, kc and cols shape the generated source; the sketch
+ * chooses which entry points run and split_k is a launch parameter, so
+ * schedules that differ only there share one compiled module
+ * (search_schedule_module_key).
+ */
+#include "search_schedule.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static bool is_pow2_in(unsigned v, unsigned lo, unsigned hi)
+{
+    return v >= lo && v <= hi && (v & (v - 1)) == 0;
+}
+
+size_t search_schedule_smem(const search_schedule *s, int max_rank)
+{
+    size_t tile = (size_t)s->rows * 12 + 4;             /* struct dop_tile */
+    size_t x = (size_t)s->rows * s->kc * 2;            /* staged x, 16-bit elements */
+    size_t v = (size_t)s->rows * (size_t)max_rank * 4; /* fp32 intermediate */
+    /* every module holds all three entry points; the fused one needs the most */
+    return tile + x + v;
+}
+
+static bool fail(char *why, size_t len, const char *fmt, ...)
+{
+    if (why && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len)
+{
+    if (!s)
+        return fail(why, why_len, "schedule is NULL");
+    if (s->version != SEARCH_SCHEDULE_VERSION)
+        return fail(why, why_len, "schedule version %u, expected %u", s->version, SEARCH_SCHEDULE_VERSION);
+    if (s->sketch != SEARCH_SKETCH_SPLIT && s->sketch != SEARCH_SKETCH_FUSED)
+        return fail(why, why_len, "unknown sketch %u", s->sketch);
+    if (!is_pow2_in(s->rows, 1, 32))
+        return fail(why, why_len, "rows per CTA %u is not a power of two in 1..32", s->rows);
+    if (!is_pow2_in(s->warps, 1, 16))
+        return fail(why, why_len, "warps per CTA %u is not a power of two in 1..16", s->warps);
+    if (!is_pow2_in(s->vec, 1, 8))
+        return fail(why, why_len, "vector width %u is not 1, 2, 4 or 8", s->vec);
+    if (s->kc == 0 || s->kc % (32u * s->vec) != 0 || s->kc > 4096)
+        return fail(why, why_len, "K tile %u is not a multiple of 32 * vec (%u) up to 4096", s->kc, 32u * s->vec);
+    if (s->cols == 0 || s->cols > 4096)
+        return fail(why, why_len, "output columns per CTA %u not in 1..4096", s->cols);
+    if (s->split_k == 0 || s->split_k > 64)
+        return fail(why, why_len, "split-K %u not in 1..64", s->split_k);
+    if (s->sketch == SEARCH_SKETCH_FUSED && s->split_k != 1)
+        return fail(why, why_len, "the fused sketch has no split-K (got %u)", s->split_k);
+    if (s->reserved != 0)
+        return fail(why, why_len, "reserved field is %u, not 0", s->reserved);
+    if (max_rank < 1 || max_rank > 128)
+        return fail(why, why_len, "max_rank %d not in 1..128", max_rank);
+    size_t smem = search_schedule_smem(s, max_rank);
+    if (smem > SEARCH_STATIC_SMEM_LIMIT)
+        return fail(why, why_len, "needs %zu bytes of shared memory, more than %d", smem, SEARCH_STATIC_SMEM_LIMIT);
+    return true;
+}
+
+int search_schedule_format(const search_schedule *s, char *buf, size_t len)
+{
+    const char *sk = s->sketch == SEARCH_SKETCH_SPLIT ? "split" : s->sketch == SEARCH_SKETCH_FUSED ? "fused" : "?";
+    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u", sk, s->rows, s->warps, s->vec,
+                    s->kc, s->split_k, s->cols);
+}
+
+search_schedule search_schedule_module_key(const search_schedule *s)
+{
+    search_schedule k = *s;
+    k.sketch = SEARCH_SKETCH_SPLIT;
+    k.split_k = 1;
+    return k;
+}

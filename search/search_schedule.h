@@ -1,0 +1,53 @@
+/*
+ * search_schedule.h -- a kernel schedule: one sketch (the structure of the
+ * kernels) plus annotations (the numbers that fill it), as a small
+ * fixed-size, versioned value that can be copied, hashed and stored.
+ */
+#ifndef DOP_SEARCH_SCHEDULE_H
+#define DOP_SEARCH_SCHEDULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEARCH_SCHEDULE_VERSION 1
+
+typedef enum search_sketch {
+    /* shrink (split-K over CTAs, fp32 atomics into scratch) then expand: two launches */
+    SEARCH_SKETCH_SPLIT = 1,
+    /* one launch; every CTA recomputes the intermediate of its rows */
+    SEARCH_SKETCH_FUSED = 2
+} search_sketch;
+
+typedef struct search_schedule {
+    uint8_t version;   /* SEARCH_SCHEDULE_VERSION */
+    uint8_t sketch;    /* search_sketch */
+    uint8_t rows;      /* batch rows per CTA: 1, 2, 4, 8, 16, 32 */
+    uint8_t warps;     /* warps per CTA: 1, 2, 4, 8, 16 */
+    uint8_t vec;       /* elements per vector load along d_in: 1, 2, 4, 8 */
+    uint8_t split_k;   /* CTAs sharing one row tile's d_in (SPLIT only; 1 for FUSED) */
+    uint16_t kc;       /* K tile staged in shared memory, multiple of 32 * vec */
+    uint16_t cols;     /* output columns per CTA */
+    uint16_t reserved; /* zero */
+} search_schedule;
+
+/* Static shared memory one CTA may use (no opt-in needed on sm_80+). */
+#define SEARCH_STATIC_SMEM_LIMIT (48 * 1024)
+
+/* Shared memory the kernels of s need for a shape of max_rank. */
+size_t search_schedule_smem(const search_schedule *s, int max_rank);
+
+/*
+ * Whether s is legal for max_rank; when it is not and why != NULL, a sentence
+ * saying which rule it breaks is written to why (why_len bytes).
+ */
+bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len);
+
+/* The schedule with only the fields that change the generated source kept
+ * (sketch and split_k normalised): equal keys share one compiled module. */
+search_schedule search_schedule_module_key(const search_schedule *s);
+
+/* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256"; returns snprintf's result. */
+int search_schedule_format(const search_schedule *s, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,326 @@
+/*
+ * dop -- command-line tool of the dop runtime.
+ *
+ *   dop info                      versions, driver, device
+ *   dop jit [--gpu NAME | --arch sm_XY] [--dtype f16|bf16|all] [--rank R]
+ *                                 compile, for a named GPU, the kernels dispatch picks
+ *                                 on the workload grid; report registers and spills
+ *                                 (no GPU needed)
+ *   dop check [--quick] [--seed N]
+ *                                 run the kernels on this machine's GPU against the
+ *                                 CPU reference on the workload grid
+ *   dop selftest                  `check --quick` with a GPU, `jit --gpu h200` without
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dop.h"
+#include "kernels_codegen.h"
+#include "runtime_check.h"
+#include "runtime_internal.h"
+#include "runtime_jit.h"
+
+typedef struct gpu_profile {
+    const char *name;
+    int cc_major, cc_minor, sm_count, l2_mb, smem_kb;
+} gpu_profile;
+
+static const gpu_profile profiles[] = {
+    {"a100-80gb", 8, 0, 108, 40, 163}, {"h100-sxm", 9, 0, 132, 50, 227}, {"h200", 9, 0, 132, 60, 227},
+    {"l40s", 8, 9, 142, 96, 99},       {"rtx-4090", 8, 9, 128, 72, 99},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: dop <command> [options]\n"
+               "  info                                 versions, driver and device\n"
+               "  jit [--gpu NAME|--arch sm_XY] [--dtype f16|bf16|all] [--rank R]\n"
+               "                                       compile the dispatched kernels of the workload grid for a GPU\n"
+               "                                       (no GPU needed); GPUs: a100-80gb h100-sxm h200 l40s rtx-4090\n"
+               "  check [--quick] [--seed N]           run the kernels on this GPU against the CPU reference\n"
+               "  selftest                             check --quick with a GPU, jit --gpu h200 without\n");
+}
+
+static const gpu_profile *find_profile(const char *name)
+{
+    for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; ++i)
+        if (strcmp(profiles[i].name, name) == 0)
+            return &profiles[i];
+    return NULL;
+}
+
+static int cmd_info(void)
+{
+    printf("dop %s\n", dop_version_string());
+    char why[512];
+    const runtime_nvrtc *nv = runtime_nvrtc_load(why, sizeof why);
+    if (nv)
+        printf("NVRTC %d.%d\n", nv->major, nv->minor);
+    else
+        printf("NVRTC: unavailable (%s)\n", why);
+    dop_context *ctx;
+    if (dop_context_create(NULL, &ctx) != DOP_OK) {
+        printf("device: none (%s)\n", dop_context_error(NULL));
+        return 0;
+    }
+    dop_device_info in;
+    dop_context_device_info(ctx, &in);
+    printf("device %d: %s, sm_%d%d, %d SMs, L2 %d MiB, %d KiB shared memory per block, driver %d.%d\n", in.ordinal,
+           in.name, in.cc_major, in.cc_minor, in.sm_count, in.l2_bytes >> 20, in.smem_per_block_optin >> 10,
+           in.driver_version / 1000, in.driver_version % 1000 / 10);
+    dop_context_destroy(ctx);
+    return 0;
+}
+
+/* The row counts and layouts of the workload grid (WORKLOADS.md). */
+static const int grid_rows[] = {1, 8, 32, 64, 128, 256, 1024, 4096};
+static const int grid_ranks[] = {8, 16, 32, 64, 128};
+
+static int cmd_jit(int argc, char **argv)
+{
+    const gpu_profile *gp = find_profile("h200");
+    gpu_profile custom = {"custom", 0, 0, 132, 50, 227};
+    int dtypes[2] = {DOP_DTYPE_F16, DOP_DTYPE_BF16}, ndt = 2;
+    int rank_only = 0;
+    for (int i = 0; i < argc; ++i) {
+        if (!strcmp(argv[i], "--gpu") && i + 1 < argc) {
+            gp = find_profile(argv[++i]);
+            if (!gp) {
+                fprintf(stderr, "dop jit: unknown GPU '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
+            int v;
+            if (sscanf(argv[++i], "sm_%d", &v) != 1 || v < 80) {
+                fprintf(stderr, "dop jit: --arch wants sm_XY with XY >= 80, got '%s'\n", argv[i]);
+                return 2;
+            }
+            custom.cc_major = v / 10;
+            custom.cc_minor = v % 10;
+            gp = &custom;
+        } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            ++i;
+            if (!strcmp(argv[i], "f16"))
+                dtypes[0] = DOP_DTYPE_F16, ndt = 1;
+            else if (!strcmp(argv[i], "bf16"))
+                dtypes[0] = DOP_DTYPE_BF16, ndt = 1;
+            else if (strcmp(argv[i], "all")) {
+                fprintf(stderr, "dop jit: --dtype is f16, bf16 or all\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--rank") && i + 1 < argc) {
+            rank_only = atoi(argv[++i]);
+            if (rank_only < 1 || rank_only > DOP_MAX_RANK) {
+                fprintf(stderr, "dop jit: --rank must be in 1..%d\n", DOP_MAX_RANK);
+                return 2;
+            }
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    char why[1024];
+    const runtime_nvrtc *nv = runtime_nvrtc_load(why, sizeof why);
+    if (!nv) {
+        fprintf(stderr, "dop jit: %s\n", why);
+        return 1;
+    }
+    dop_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    dev.sm_count = gp->sm_count;
+    printf("dop %s: JIT for %s (sm_%d%d, %d SMs) with NVRTC %d.%d, Llama-2-7B q/k/v shape 4096 -> 4096\n",
+           dop_version_string(), gp->name, gp->cc_major, gp->cc_minor, gp->sm_count, nv->major, nv->minor);
+
+    /* distinct schedules that dispatch picks on the grid */
+    enum { MAXS = 256 };
+    search_schedule seen[MAXS];
+    int nseen = 0;
+    int32_t *rows = malloc(4096 * sizeof *rows);
+    if (!rows)
+        return 1;
+    for (size_t ri = 0; ri < sizeof grid_ranks / sizeof grid_ranks[0]; ++ri) {
+        int rank = grid_ranks[ri];
+        if (rank_only && rank != rank_only)
+            continue;
+        for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl) {
+            for (size_t ni = 0; ni < sizeof grid_rows / sizeof grid_rows[0]; ++ni) {
+                uint64_t rng = 1;
+                runtime_workload_rows((runtime_workload)wl, grid_rows[ni], &rng, rows);
+                runtime_layout_summary sum;
+                runtime_summarize_rows(rows, grid_rows[ni], &sum);
+                for (int op = 0; op < 3; ++op) {
+                    search_schedule s;
+                    runtime_pick_schedule(&dev, (runtime_op)op, grid_rows[ni], 4096, 1, rank, &sum, &s);
+                    s = search_schedule_module_key(&s);
+                    s.reserved = (uint16_t)rank; /* key includes max_rank */
+                    int dup = 0;
+                    for (int k = 0; k < nseen && !dup; ++k)
+                        dup = !memcmp(&seen[k], &s, sizeof s);
+                    if (!dup && nseen < MAXS)
+                        seen[nseen++] = s;
+                }
+            }
+        }
+    }
+    free(rows);
+    printf("%-6s %-5s %-40s %9s %26s\n", "dtype", "rank", "module (tiles)", "time(ms)", "regs shrink/expand/fused");
+    int failures = 0, spills = 0;
+    double total = 0;
+    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
+    for (int di = 0; di < ndt; ++di) {
+        for (int k = 0; k < nseen; ++k) {
+            search_schedule s = seen[k];
+            int rank = s.reserved;
+            s.reserved = 0;
+            char name[128], *src;
+            size_t len;
+            snprintf(name, sizeof name, "rows=%u warps=%u vec=%u kc=%u cols=%u", s.rows, s.warps, s.vec, s.kc, s.cols);
+            kernels_dtype kd = dtypes[di] == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
+            if (kernels_codegen(&s, kd, rank, &src, &len, why, sizeof why)) {
+                printf("codegen failed for [%s]: %s\n", name, why);
+                failures++;
+                continue;
+            }
+            runtime_cubin cub;
+            int rc = runtime_jit_compile(nv, src, gp->cc_major, gp->cc_minor, entries, 3, &cub, why, sizeof why);
+            free(src);
+            if (rc) {
+                printf("%-6s %-5d %-52s FAILED: %s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name, why);
+                failures++;
+                continue;
+            }
+            char regs[64];
+            snprintf(regs, sizeof regs, "%d/%d/%d", cub.entries[0].registers, cub.entries[1].registers,
+                     cub.entries[2].registers);
+            for (int e = 0; e < 3; ++e)
+                if (cub.entries[e].spill_stores > 0)
+                    spills++;
+            printf("%-6s %-5d %-40s %9.1f %26s%s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name,
+                   cub.seconds * 1e3, regs,
+                   (cub.entries[0].spill_stores > 0 || cub.entries[1].spill_stores > 0 ||
+                    cub.entries[2].spill_stores > 0)
+                       ? "  SPILLS"
+                       : "");
+            total += cub.seconds;
+            runtime_cubin_free(&cub);
+        }
+    }
+    printf("%d kernels compiled for sm_%d%d in %.1f s, %d failed, %d entry points spill\n", nseen * ndt - failures,
+           gp->cc_major, gp->cc_minor, total, failures, spills);
+    return failures ? 1 : 0;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    int quick = 0;
+    uint64_t seed = (uint64_t)time(NULL);
+    for (int i = 0; i < argc; ++i) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    dop_context *ctx;
+    if (dop_context_create(NULL, &ctx) != DOP_OK) {
+        fprintf(stderr, "dop check: %s\n", dop_context_error(NULL));
+        return 1;
+    }
+    dop_device_info in;
+    dop_context_device_info(ctx, &in);
+    printf("dop %s check on %s (sm_%d%d), seed %llu\n", dop_version_string(), in.name, in.cc_major, in.cc_minor,
+           (unsigned long long)seed);
+    static const int rows_quick[] = {1, 8, 32, 256};
+    const int *rows = quick ? rows_quick : grid_rows;
+    int nrows = quick ? 4 : (int)(sizeof grid_rows / sizeof grid_rows[0]);
+    int pass = 0, fail = 0;
+    double worst[2] = {0, 0};
+    printf("%-5s %-9s %5s %4s %-7s %-52s %9s %s\n", "dtype", "layout", "rows", "rank", "op", "schedule", "error",
+           "result");
+    for (int dt = 0; dt < 2; ++dt) {
+        for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl) {
+            for (int ni = 0; ni < nrows; ++ni) {
+                for (int op = 0; op < 3; ++op) {
+                    if (quick && op != RUNTIME_OP_APPLY && ni != 2)
+                        continue;
+                    runtime_case c;
+                    memset(&c, 0, sizeof c);
+                    c.dtype = dt ? DOP_DTYPE_BF16 : DOP_DTYPE_F16;
+                    c.op = (runtime_op)op;
+                    c.workload = (runtime_workload)wl;
+                    c.layout_kind = (ni % 2) ? DOP_LAYOUT_SEGMENTS : DOP_LAYOUT_ROWS;
+                    c.num_rows = rows[ni];
+                    if (wl == RUNTIME_WL_DISTINCT && c.num_rows > 256)
+                        continue; /* thousands of distinct adapters: not a serving layout */
+                    c.d_in = 4096;
+                    c.num_slices = 1;
+                    c.d_out[0] = 4096;
+                    c.max_rank = (ni % 3 == 0) ? 64 : 16;
+                    c.hetero_ranks = wl == RUNTIME_WL_MIXED;
+                    c.device_copies = ni % 2;
+                    c.seed = seed + (uint64_t)(dt * 1000 + wl * 100 + ni * 10 + op);
+                    runtime_case_result res;
+                    dop_status st = runtime_check_case(ctx, &c, &res);
+                    int ok = st == DOP_OK && res.ok;
+                    if (ok) {
+                        pass++;
+                        if (res.err > worst[dt])
+                            worst[dt] = res.err;
+                    } else {
+                        fail++;
+                    }
+                    static const char *const ops[] = {"apply", "shrink", "expand"};
+                    printf("%-5s %-9s %5d %4d %-7s %-52s %9.2e %s %s\n", dt ? "bf16" : "f16",
+                           runtime_workload_name(c.workload), c.num_rows, c.max_rank, ops[op], res.schedule, res.err,
+                           ok ? "ok" : "FAIL", ok ? "" : res.message);
+                    fflush(stdout);
+                }
+            }
+        }
+    }
+    printf("%d passed, %d failed; worst normalized error f16 %.2e, bf16 %.2e\n", pass, fail, worst[0], worst[1]);
+    dop_context_destroy(ctx);
+    return fail ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "info"))
+        return cmd_info();
+    if (!strcmp(cmd, "jit"))
+        return cmd_jit(argc - 2, argv + 2);
+    if (!strcmp(cmd, "check"))
+        return cmd_check(argc - 2, argv + 2);
+    if (!strcmp(cmd, "selftest")) {
+        dop_context *ctx;
+        if (dop_context_create(NULL, &ctx) == DOP_OK) {
+            dop_context_destroy(ctx);
+            char *a[] = {"--quick"};
+            return cmd_check(1, a);
+        }
+        printf("no usable GPU here (%s)\n", dop_context_error(NULL));
+        printf("so: JIT-compiling the kernels for a named GPU instead\n\n");
+        char *a[] = {"--gpu", "h200"};
+        return cmd_jit(2, a);
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "dop: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
