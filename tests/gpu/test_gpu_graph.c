@@ -1,0 +1,277 @@
+/*
+ * test_gpu_graph.c -- CUDA-graph capture and replay with changing layouts.
+ *
+ * A call is captured once with one layout (identical: one adapter, so
+ * dispatch picks a many-rows-per-CTA schedule), then the graph is replayed
+ * after the engine rewrote the device copies of the layout with other
+ * layouts of the same num_rows (distinct, skewed, mixed with -1 rows and
+ * shuffled order; for segments also a different segment count through
+ * dev_num_segments). Every replay must match the CPU reference.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <math.h>
+
+#include "kernels_ref.h"
+#include "runtime_check.h"
+
+#define ROWS 64
+#define DIN 4096
+#define NSL 2
+#define RANK 16
+#define SLOTS 64
+
+static dop_context *g_ctx;
+
+#define CU(call) assert_int_equal((call), CUDA_SUCCESS)
+
+static double unit(uint64_t *s)
+{
+    return (double)(runtime_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+static void replay_case(int use_segments)
+{
+    const runtime_driver *d = g_ctx->drv;
+    bool pushed;
+    assert_int_equal(runtime_enter(g_ctx, &pushed), DOP_OK);
+    static const int dout[NSL] = {4096, 1024};
+    const int width = dout[0] + dout[1];
+    uint64_t rng = 42 + (uint64_t)use_segments;
+
+    /* adapters: ranks 8..16, one weight buffer */
+    kref_adapter kad[SLOTS * NSL];
+    dop_lora_adapter dad[SLOTS * NSL];
+    size_t total = 0;
+    int ranks[SLOTS * NSL];
+    for (int e = 0; e < SLOTS * NSL; ++e) {
+        ranks[e] = 8 + (int)(runtime_rng_next(&rng) % 9);
+        total += (size_t)ranks[e] * (DIN + dout[e % NSL]);
+    }
+    uint16_t *w = malloc(total * 2), *x = malloc((size_t)ROWS * DIN * 2), *y0 = malloc((size_t)ROWS * width * 2),
+             *y = malloc((size_t)ROWS * width * 2);
+    double *ref = malloc((size_t)ROWS * width * sizeof *ref);
+    assert_non_null(w);
+    assert_non_null(x);
+    assert_non_null(y0);
+    assert_non_null(y);
+    assert_non_null(ref);
+    CUdeviceptr dw, dx, dy, drows, dind, dsl, dcnt, dws;
+    CU(d->fn_cuMemAlloc(&dw, total * 2));
+    size_t off = 0;
+    for (int e = 0; e < SLOTS * NSL; ++e) {
+        int r = ranks[e], s = e % NSL;
+        for (size_t i = 0; i < (size_t)r * DIN; ++i)
+            w[off + i] = kref_f32_to_half((float)(unit(&rng) / 40.0));
+        for (size_t i = 0; i < (size_t)r * dout[s]; ++i)
+            w[off + (size_t)r * DIN + i] = kref_f32_to_half((float)(unit(&rng) / 3.0));
+        float scale = (float)(0.5 + (double)(e % 5) * 0.25);
+        kad[e] = (kref_adapter){w + off, w + off + (size_t)r * DIN, r, scale};
+        dad[e] = (dop_lora_adapter){(void *)(uintptr_t)(dw + off * 2), (void *)(uintptr_t)(dw + (off + (size_t)r * DIN) * 2),
+                                    r, scale};
+        off += (size_t)r * (DIN + dout[s]);
+    }
+    CU(d->fn_cuMemcpyHtoD(dw, w, total * 2));
+    for (size_t i = 0; i < (size_t)ROWS * DIN; ++i)
+        x[i] = kref_f32_to_half((float)unit(&rng));
+    for (size_t i = 0; i < (size_t)ROWS * width; ++i)
+        y0[i] = kref_f32_to_half((float)unit(&rng));
+    CU(d->fn_cuMemAlloc(&dx, (size_t)ROWS * DIN * 2));
+    CU(d->fn_cuMemAlloc(&dy, (size_t)ROWS * width * 2));
+    CU(d->fn_cuMemAlloc(&drows, ROWS * 4));
+    CU(d->fn_cuMemAlloc(&dind, (ROWS * 2 + 2) * 4));
+    CU(d->fn_cuMemAlloc(&dsl, (ROWS * 2 + 2) * 4));
+    CU(d->fn_cuMemAlloc(&dcnt, 4));
+    CU(d->fn_cuMemcpyHtoD(dx, x, (size_t)ROWS * DIN * 2));
+
+    dop_adapter_table *table;
+    assert_int_equal(dop_adapter_table_create(g_ctx, SLOTS, NSL, dad, &table), DOP_OK);
+    dop_lora_shape shape;
+    dop_lora_shape_init(&shape);
+    shape.num_rows = ROWS;
+    shape.d_in = DIN;
+    shape.num_slices = NSL;
+    shape.d_out[0] = dout[0];
+    shape.d_out[1] = dout[1];
+    shape.max_rank = RANK;
+    size_t ws;
+    assert_int_equal(dop_lora_workspace_size(g_ctx, &shape, 0, &ws), DOP_OK);
+    CU(d->fn_cuMemAlloc(&dws, ws));
+
+    /* capture with the identical layout */
+    int32_t rows[ROWS], indptr[ROWS * 2 + 2], segslot[ROWS * 2 + 1];
+    for (int i = 0; i < ROWS; ++i)
+        rows[i] = 3;
+    int nseg = 1;
+    indptr[0] = 0;
+    indptr[1] = ROWS;
+    segslot[0] = 3;
+    dop_layout lay;
+    memset(&lay, 0, sizeof lay);
+    if (use_segments) {
+        lay.kind = DOP_LAYOUT_SEGMENTS;
+        lay.num_segments = nseg;
+        lay.seg_indptr = indptr;
+        lay.seg_slot = segslot;
+        lay.dev_seg_indptr = (const int32_t *)(uintptr_t)dind;
+        lay.dev_seg_slot = (const int32_t *)(uintptr_t)dsl;
+        lay.dev_num_segments = (const int32_t *)(uintptr_t)dcnt;
+    } else {
+        lay.kind = DOP_LAYOUT_ROWS;
+        lay.row_slot = rows;
+        lay.dev_row_slot = (const int32_t *)(uintptr_t)drows;
+    }
+    dop_weights wt;
+    memset(&wt, 0, sizeof wt);
+    wt.table = table;
+    CUstream stream;
+    CU(d->fn_cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+    /* compile outside the capture (a first call may JIT), then capture */
+    CU(d->fn_cuMemcpyHtoD(drows, rows, sizeof rows));
+    CU(d->fn_cuMemcpyHtoD(dind, indptr, 8));
+    CU(d->fn_cuMemcpyHtoD(dsl, segslot, 4));
+    CU(d->fn_cuMemcpyHtoD(dcnt, &nseg, 4));
+    assert_int_equal(dop_lora_apply(g_ctx, &shape, &lay, &wt, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
+                                    (void *)(uintptr_t)dws, ws, (dop_stream)stream),
+                     DOP_OK);
+    CU(d->fn_cuStreamSynchronize(stream));
+    search_schedule used;
+    runtime_last_schedule(&used);
+    char name[128];
+    search_schedule_format(&used, name, sizeof name);
+    printf("captured with identical layout, schedule [%s]\n", name);
+
+    CUgraph graph;
+    CUgraphExec exec;
+    CU(d->fn_cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    dop_status st = dop_lora_apply(g_ctx, &shape, &lay, &wt, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
+                                   (void *)(uintptr_t)dws, ws, (dop_stream)stream);
+    CU(d->fn_cuStreamEndCapture(stream, &graph));
+    assert_int_equal(st, DOP_OK);
+    CU(d->fn_cuGraphInstantiateWithFlags(&exec, graph, 0));
+
+    /* without device copies, capture must be refused with a clear message */
+    dop_layout host_only = lay;
+    host_only.dev_row_slot = NULL;
+    host_only.dev_seg_indptr = NULL;
+    host_only.dev_seg_slot = NULL;
+    host_only.dev_num_segments = NULL;
+    CUgraph g2;
+    CU(d->fn_cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    st = dop_lora_apply(g_ctx, &shape, &host_only, &wt, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
+                        (void *)(uintptr_t)dws, ws, (dop_stream)stream);
+    CU(d->fn_cuStreamEndCapture(stream, &g2));
+    assert_int_equal(st, DOP_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dop_context_error(g_ctx), "capturing"));
+    d->fn_cuGraphDestroy(g2);
+
+    for (int k = 0; k < 5; ++k) {
+        runtime_workload wl = k == 0 ? RUNTIME_WL_IDENTICAL : k == 1 ? RUNTIME_WL_DISTINCT : k == 2 ? RUNTIME_WL_SKEWED : k == 3 ? RUNTIME_WL_MIXED : RUNTIME_WL_UNIFORM;
+        int used_slots = runtime_workload_rows(wl, ROWS, &rng, rows);
+        assert_true(used_slots <= SLOTS);
+        nseg = 0;
+        if (use_segments) { /* sorted workloads become segments; mixed (shuffled) gets sorted first */
+            int32_t sorted[ROWS];
+            memcpy(sorted, rows, sizeof sorted);
+            for (int i = 1; i < ROWS; ++i) /* insertion sort: -1 rows first, then by slot */
+                for (int j = i; j > 0 && sorted[j - 1] > sorted[j]; --j) {
+                    int32_t t = sorted[j];
+                    sorted[j] = sorted[j - 1];
+                    sorted[j - 1] = t;
+                }
+            memcpy(rows, sorted, sizeof sorted);
+            indptr[0] = 0;
+            for (int i = 0; i < ROWS;) {
+                int j = i;
+                while (j < ROWS && rows[j] == rows[i])
+                    ++j;
+                if (k == 4) { /* an empty segment too */
+                    segslot[nseg] = 5;
+                    indptr[++nseg] = i;
+                }
+                segslot[nseg] = rows[i];
+                indptr[++nseg] = j;
+                i = j;
+            }
+            CU(d->fn_cuMemcpyHtoD(dind, indptr, ((size_t)nseg + 1) * 4));
+            CU(d->fn_cuMemcpyHtoD(dsl, segslot, (size_t)nseg * 4));
+            CU(d->fn_cuMemcpyHtoD(dcnt, &nseg, 4));
+        } else {
+            CU(d->fn_cuMemcpyHtoD(drows, rows, sizeof rows));
+        }
+        CU(d->fn_cuMemcpyHtoD(dy, y0, (size_t)ROWS * width * 2));
+        CU(d->fn_cuGraphLaunch(exec, stream));
+        CU(d->fn_cuStreamSynchronize(stream));
+        CU(d->fn_cuMemcpyDtoH(y, dy, (size_t)ROWS * width * 2));
+        int ycol[NSL] = {0, dout[0]};
+        kref_problem kp = {0, ROWS, DIN, NSL, RANK, dout, ycol, DIN, width, rows, SLOTS, kad};
+        kref_apply(&kp, x, y0, ref);
+        double num = 0, den = 0;
+        long bad = 0;
+        for (int r = 0; r < ROWS; ++r)
+            for (int c = 0; c < width; ++c) {
+                size_t i = (size_t)r * width + c;
+                if (rows[r] < 0) {
+                    bad += y[i] != y0[i];
+                    continue;
+                }
+                double e = kref_half_to_f32(y[i]) - ref[i];
+                num += e * e;
+                den += ref[i] * ref[i];
+            }
+        double err = sqrt(num / den);
+        printf("%s replay %d (%s, %d segments): normalized error %.2e, %ld untouched entries changed\n",
+               use_segments ? "segments" : "rows", k, runtime_workload_name(wl), nseg, err, bad);
+        assert_true(err < 1e-3);
+        assert_int_equal(bad, 0);
+    }
+    d->fn_cuGraphExecDestroy(exec);
+    d->fn_cuGraphDestroy(graph);
+    d->fn_cuStreamDestroy(stream);
+    dop_adapter_table_destroy(table);
+    CUdeviceptr all[] = {dw, dx, dy, drows, dind, dsl, dcnt, dws};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        d->fn_cuMemFree(all[i]);
+    runtime_leave(g_ctx, pushed);
+    free(w);
+    free(x);
+    free(y0);
+    free(y);
+    free(ref);
+}
+
+static void test_graph_rows(void **state)
+{
+    (void)state;
+    replay_case(0);
+}
+
+static void test_graph_segments(void **state)
+{
+    (void)state;
+    replay_case(1);
+}
+
+int main(void)
+{
+    dop_status st = dop_context_create(NULL, &g_ctx);
+    if (st == DOP_ERR_UNAVAILABLE) {
+        printf("skipped: no usable GPU (%s)\n", dop_context_error(NULL));
+        return 77;
+    }
+    if (st != DOP_OK) {
+        printf("dop_context_create: %s\n", dop_context_error(NULL));
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_graph_rows), cmocka_unit_test(test_graph_segments)};
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    dop_context_destroy(g_ctx);
+    return rc;
+}
