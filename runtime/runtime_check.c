@@ -136,39 +136,94 @@ static CUresult dupload(const runtime_driver *d, dev_allocs *a, CUdeviceptr *out
         }                                                                                                          \
     } while (0)
 
-dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res)
+struct runtime_case_data {
+    runtime_case c;
+    dev_allocs da;
+    int bf16, slots, nseg, dout_total;
+    dop_layout_kind kind;
+    int32_t *row_slot, *indptr, *segslot;
+    uint16_t *x, *y0, *y, *wts;
+    kref_adapter *kad;
+    dop_lora_adapter *dad;
+    int32_t *ranks;
+    float *scales, *vf;
+    dop_adapter_table *table;
+    CUstream stream;
+    CUdeviceptr dx, dy, dws, dv;
+    size_t ws_bytes;
+    int64_t ldv;
+    double hbm_bytes;
+    dop_lora_shape shape;
+    dop_layout lay;
+    dop_weights w;
+};
+
+double runtime_case_hbm_bytes(const runtime_case_data *d)
 {
-    memset(res, 0, sizeof *res);
+    return d->hbm_bytes;
+}
+
+dop_stream runtime_case_stream(const runtime_case_data *d)
+{
+    return (dop_stream)d->stream;
+}
+
+void runtime_case_free(dop_context *ctx, runtime_case_data *cd)
+{
+    if (!cd)
+        return;
     const runtime_driver *d = ctx->drv;
-    const int bf16 = c->dtype == DOP_DTYPE_BF16;
+    bool pushed;
+    if (runtime_enter(ctx, &pushed) == DOP_OK) {
+        if (cd->stream)
+            d->fn_cuStreamDestroy(cd->stream);
+        for (int i = 0; i < cd->da.n; ++i)
+            d->fn_cuMemFree(cd->da.p[i]);
+        runtime_leave(ctx, pushed);
+    }
+    dop_adapter_table_destroy(cd->table);
+    free(cd->row_slot);
+    free(cd->indptr);
+    free(cd->segslot);
+    free(cd->x);
+    free(cd->y0);
+    free(cd->y);
+    free(cd->wts);
+    free(cd->kad);
+    free(cd->dad);
+    free(cd->ranks);
+    free(cd->scales);
+    free(cd->vf);
+    free(cd);
+}
+
+dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_case_data **out)
+{
+    *out = NULL;
+    const runtime_driver *d = ctx->drv;
+    runtime_case_data *cd = calloc(1, sizeof *cd);
+    if (!cd)
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "check: out of host memory");
+    cd->c = *c;
+    const int bf16 = cd->bf16 = c->dtype == DOP_DTYPE_BF16;
     const int n = c->num_rows, S = c->num_slices, R = c->max_rank;
     uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
     dop_status st = DOP_OK;
-    dev_allocs da = {{0}, 0};
     bool pushed = false;
-    int32_t *row_slot = NULL, *indptr = NULL, *segslot = NULL;
-    uint16_t *x = NULL, *y0 = NULL, *y = NULL, *wts = NULL;
-    kref_adapter *kad = NULL;
-    dop_lora_adapter *dad = NULL;
-    int32_t *ranks = NULL;
-    float *scales = NULL, *vf = NULL, *vout = NULL;
-    double *ref = NULL, *vref = NULL;
-    dop_adapter_table *table = NULL;
-    CUstream stream = NULL;
-
-    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
+    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK) {
+        free(cd);
         return st;
-    res->tol = bf16 ? 8e-3 : 1e-3;
+    }
 
     /* layout */
-    row_slot = malloc((size_t)n * sizeof *row_slot);
-    indptr = malloc(((size_t)n * 2 + 2) * sizeof *indptr);
-    segslot = malloc(((size_t)n * 2 + 1) * sizeof *segslot);
-    if (!row_slot || !indptr || !segslot)
+    cd->row_slot = malloc((size_t)n * sizeof *cd->row_slot);
+    cd->indptr = malloc(((size_t)n * 2 + 2) * sizeof *cd->indptr);
+    cd->segslot = malloc(((size_t)n * 2 + 1) * sizeof *cd->segslot);
+    if (!cd->row_slot || !cd->indptr || !cd->segslot)
         goto oom;
-    int slots = runtime_workload_rows(c->workload, n, &rng, row_slot);
-    res->slots = slots;
-    dop_layout_kind kind = c->workload == RUNTIME_WL_MIXED ? DOP_LAYOUT_ROWS : c->layout_kind;
+    int32_t *row_slot = cd->row_slot, *indptr = cd->indptr, *segslot = cd->segslot;
+    int slots = cd->slots = runtime_workload_rows(c->workload, n, &rng, row_slot);
+    dop_layout_kind kind = cd->kind = c->workload == RUNTIME_WL_MIXED ? DOP_LAYOUT_ROWS : c->layout_kind;
     int nseg = 0;
     if (kind == DOP_LAYOUT_SEGMENTS) {
         indptr[0] = 0;
@@ -185,207 +240,249 @@ dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_c
             i = j;
         }
     }
+    cd->nseg = nseg;
 
     /* adapters: ranks, scales, weights */
     int64_t nent = (int64_t)slots * S;
-    kad = calloc((size_t)nent, sizeof *kad);
-    dad = calloc((size_t)nent, sizeof *dad);
-    ranks = calloc((size_t)nent, sizeof *ranks);
-    scales = calloc((size_t)nent, sizeof *scales);
-    if (!kad || !dad || !ranks || !scales)
+    cd->kad = calloc((size_t)nent, sizeof *cd->kad);
+    cd->dad = calloc((size_t)nent, sizeof *cd->dad);
+    cd->ranks = calloc((size_t)nent, sizeof *cd->ranks);
+    cd->scales = calloc((size_t)nent, sizeof *cd->scales);
+    if (!cd->kad || !cd->dad || !cd->ranks || !cd->scales)
         goto oom;
-    int64_t total_w = 0;
+    int32_t *ranks = cd->ranks;
+    float *scales = cd->scales;
     int dout_total = 0;
     for (int s = 0; s < S; ++s)
         dout_total += c->d_out[s];
+    cd->dout_total = dout_total;
+    bool uniform = c->per_call_weights && c->device_copies; /* Punica style: one rank and scale */
     for (int64_t e = 0; e < nent; ++e) {
         int r = R;
-        if (c->hetero_ranks) {
-            int lo = R >= 8 ? 8 : 1;
+        if (c->hetero_ranks && !(uniform && e > 0)) {
             int steps = R >= 8 ? R / 8 : R;
-            r = R >= 8 ? 8 * (1 + (int)(runtime_rng_next(&rng) % (uint64_t)steps)) : 1 + (int)(runtime_rng_next(&rng) % (uint64_t)steps);
-            if (r < lo)
-                r = lo;
-            if (r > R)
-                r = R;
+            int k = (int)(runtime_rng_next(&rng) % (uint64_t)steps);
+            r = R >= 8 ? 8 * (1 + k) : 1 + k;
         }
-        ranks[e] = r;
-        scales[e] = (float)(0.5 + 1.5 * (rng_unit(&rng) * 0.5 + 0.5));
-        total_w += (int64_t)r * (c->d_in + c->d_out[e % S]);
+        ranks[e] = uniform && e > 0 ? ranks[0] : r;
+        scales[e] = uniform && e > 0 ? scales[0] : (float)(0.5 + 0.75 * (rng_unit(&rng) + 1.0));
     }
-    if (c->per_call_weights && c->device_copies) { /* uniform rank and scale: Punica style */
-        for (int64_t e = 0; e < nent; ++e) {
-            ranks[e] = ranks[0];
-            scales[e] = scales[0];
-        }
-        total_w = 0;
-        for (int64_t e = 0; e < nent; ++e)
-            total_w += (int64_t)ranks[e] * (c->d_in + c->d_out[e % S]);
-    }
-    wts = malloc((size_t)total_w * 2);
-    x = malloc((size_t)n * c->d_in * 2);
-    y0 = malloc((size_t)n * dout_total * 2);
-    y = malloc((size_t)n * dout_total * 2);
-    ref = malloc((size_t)n * dout_total * sizeof *ref);
-    if (!wts || !x || !y0 || !y || !ref)
+    int64_t total_w = 0;
+    for (int64_t e = 0; e < nent; ++e)
+        total_w += (int64_t)ranks[e] * (c->d_in + c->d_out[e % S]);
+    cd->wts = malloc((size_t)total_w * 2);
+    cd->x = malloc((size_t)n * c->d_in * 2);
+    cd->y0 = malloc((size_t)n * dout_total * 2);
+    cd->y = malloc((size_t)n * dout_total * 2);
+    if (!cd->wts || !cd->x || !cd->y0 || !cd->y)
         goto oom;
     double sa = 1.0 / sqrt((double)c->d_in);
     for (int64_t i = 0; i < (int64_t)n * c->d_in; ++i)
-        x[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
+        cd->x[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
     for (int64_t i = 0; i < (int64_t)n * dout_total; ++i)
-        y0[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
+        cd->y0[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
 
-    CUdeviceptr dw, dx, dy, dws, dv = 0;
-    CK(dalloc(d, &da, &dw, (size_t)total_w * 2));
+    CUdeviceptr dw;
+    CK(dalloc(d, &cd->da, &dw, (size_t)total_w * 2));
     int64_t off = 0;
     for (int64_t e = 0; e < nent; ++e) {
         int s = (int)(e % S), r = ranks[e];
-        uint16_t *A = wts + off, *B = A + (int64_t)r * c->d_in;
+        uint16_t *A = cd->wts + off, *B = A + (int64_t)r * c->d_in;
         for (int64_t i = 0; i < (int64_t)r * c->d_in; ++i)
             A[i] = kref_from_f32(bf16, (float)(rng_unit(&rng) * sa * 1.7));
         for (int64_t i = 0; i < (int64_t)c->d_out[s] * r; ++i)
             B[i] = kref_from_f32(bf16, (float)(rng_unit(&rng) * 1.7 / sqrt((double)r)));
-        kad[e] = (kref_adapter){A, B, r, scales[e]};
-        dad[e] = (dop_lora_adapter){(const void *)(uintptr_t)(dw + (CUdeviceptr)off * 2),
-                                    (const void *)(uintptr_t)(dw + (CUdeviceptr)(off + (int64_t)r * c->d_in) * 2), r,
-                                    scales[e]};
+        cd->kad[e] = (kref_adapter){A, B, r, scales[e]};
+        cd->dad[e] = (dop_lora_adapter){(const void *)(uintptr_t)(dw + (CUdeviceptr)off * 2),
+                                        (const void *)(uintptr_t)(dw + (CUdeviceptr)(off + (int64_t)r * c->d_in) * 2),
+                                        r, scales[e]};
         off += (int64_t)r * (c->d_in + c->d_out[s]);
     }
-    CK(d->fn_cuMemcpyHtoD(dw, wts, (size_t)total_w * 2));
-    CK(dupload(d, &da, &dx, x, (size_t)n * c->d_in * 2));
-    CK(dupload(d, &da, &dy, y0, (size_t)n * dout_total * 2));
-    CK(d->fn_cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+    /* bytes that must move: x, y read and written, every adapter in use once */
+    {
+        char *used = calloc((size_t)slots, 1);
+        if (!used)
+            goto oom;
+        double bytes = (double)n * c->d_in * 2 + 2.0 * n * dout_total * 2;
+        for (int i = 0; i < n; ++i)
+            if (row_slot[i] >= 0 && !used[row_slot[i]]) {
+                used[row_slot[i]] = 1;
+                for (int s = 0; s < S; ++s)
+                    bytes += 2.0 * ranks[(int64_t)row_slot[i] * S + s] * (c->d_in + c->d_out[s]);
+            }
+        free(used);
+        cd->hbm_bytes = bytes;
+    }
+    CK(d->fn_cuMemcpyHtoD(dw, cd->wts, (size_t)total_w * 2));
+    CK(dupload(d, &cd->da, &cd->dx, cd->x, (size_t)n * c->d_in * 2));
+    CK(dupload(d, &cd->da, &cd->dy, cd->y0, (size_t)n * dout_total * 2));
+    CK(d->fn_cuStreamCreate(&cd->stream, CU_STREAM_NON_BLOCKING));
 
-    dop_lora_shape shape;
-    dop_lora_shape_init(&shape);
-    shape.dtype = c->dtype;
-    shape.num_rows = n;
-    shape.d_in = c->d_in;
-    shape.num_slices = S;
-    shape.max_rank = R;
+    dop_lora_shape *shape = &cd->shape;
+    dop_lora_shape_init(shape);
+    shape->dtype = c->dtype;
+    shape->num_rows = n;
+    shape->d_in = c->d_in;
+    shape->num_slices = S;
+    shape->max_rank = R;
     for (int s = 0; s < S; ++s)
-        shape.d_out[s] = c->d_out[s];
+        shape->d_out[s] = c->d_out[s];
 
-    dop_layout lay;
-    memset(&lay, 0, sizeof lay);
-    lay.kind = kind;
+    dop_layout *lay = &cd->lay;
+    lay->kind = kind;
     if (kind == DOP_LAYOUT_ROWS) {
-        lay.row_slot = row_slot;
+        lay->row_slot = row_slot;
         if (c->device_copies) {
             CUdeviceptr p;
-            CK(dupload(d, &da, &p, row_slot, (size_t)n * 4));
-            lay.dev_row_slot = (const int32_t *)(uintptr_t)p;
+            CK(dupload(d, &cd->da, &p, row_slot, (size_t)n * 4));
+            lay->dev_row_slot = (const int32_t *)(uintptr_t)p;
         }
     } else {
-        lay.num_segments = nseg;
-        lay.seg_indptr = indptr;
-        lay.seg_slot = segslot;
+        lay->num_segments = nseg;
+        lay->seg_indptr = indptr;
+        lay->seg_slot = segslot;
         if (c->device_copies) {
             CUdeviceptr p, q, cnt;
-            CK(dupload(d, &da, &p, indptr, ((size_t)nseg + 1) * 4));
-            CK(dupload(d, &da, &q, segslot, (size_t)nseg * 4 + 4));
-            CK(dupload(d, &da, &cnt, &nseg, 4));
-            lay.dev_seg_indptr = (const int32_t *)(uintptr_t)p;
-            lay.dev_seg_slot = (const int32_t *)(uintptr_t)q;
-            lay.dev_num_segments = (const int32_t *)(uintptr_t)cnt;
+            CK(dupload(d, &cd->da, &p, indptr, ((size_t)nseg + 1) * 4));
+            CK(dupload(d, &cd->da, &q, segslot, (size_t)nseg * 4 + 4));
+            CK(dupload(d, &cd->da, &cnt, &nseg, 4));
+            lay->dev_seg_indptr = (const int32_t *)(uintptr_t)p;
+            lay->dev_seg_slot = (const int32_t *)(uintptr_t)q;
+            lay->dev_num_segments = (const int32_t *)(uintptr_t)cnt;
         }
     }
 
-    dop_weights w;
-    memset(&w, 0, sizeof w);
+    dop_weights *w = &cd->w;
     int max_call_slots = 0;
     if (c->per_call_weights) {
-        w.num_slots = slots;
-        w.adapters = dad;
+        w->num_slots = slots;
+        w->adapters = cd->dad;
         if (c->device_copies) {
-            uint64_t *pa = malloc((size_t)nent * 8), *pb = malloc((size_t)nent * 8);
-            if (!pa || !pb) {
-                free(pa);
-                free(pb);
+            uint64_t *pa = malloc((size_t)nent * 16);
+            if (!pa)
                 goto oom;
-            }
             for (int64_t e = 0; e < nent; ++e) {
-                pa[e] = (uint64_t)(uintptr_t)dad[e].A;
-                pb[e] = (uint64_t)(uintptr_t)dad[e].B;
+                pa[e] = (uint64_t)(uintptr_t)cd->dad[e].A;
+                pa[nent + e] = (uint64_t)(uintptr_t)cd->dad[e].B;
             }
-            CUdeviceptr qa, qb;
-            CUresult r1 = dupload(d, &da, &qa, pa, (size_t)nent * 8);
-            CUresult r2 = r1 == CUDA_SUCCESS ? dupload(d, &da, &qb, pb, (size_t)nent * 8) : r1;
+            CUdeviceptr q;
+            CUresult r = dupload(d, &cd->da, &q, pa, (size_t)nent * 16);
             free(pa);
-            free(pb);
-            CK(r2);
-            w.dev_A = (const void *const *)(uintptr_t)qa;
-            w.dev_B = (const void *const *)(uintptr_t)qb;
+            CK(r);
+            w->dev_A = (const void *const *)(uintptr_t)q;
+            w->dev_B = (const void *const *)(uintptr_t)(q + (CUdeviceptr)nent * 8);
         } else {
             max_call_slots = slots;
         }
     } else {
-        if ((st = dop_adapter_table_create(ctx, slots, S, dad, &table)) != DOP_OK)
+        if ((st = dop_adapter_table_create(ctx, slots, S, cd->dad, &cd->table)) != DOP_OK)
             goto done;
-        w.table = table;
+        w->table = cd->table;
     }
 
-    size_t ws_bytes;
-    if ((st = dop_lora_workspace_size(ctx, &shape, max_call_slots, &ws_bytes)) != DOP_OK)
+    if ((st = dop_lora_workspace_size(ctx, shape, max_call_slots, &cd->ws_bytes)) != DOP_OK)
         goto done;
-    CK(dalloc(d, &da, &dws, ws_bytes));
-    CK(d->fn_cuMemsetD8(dws, 0xff, ws_bytes)); /* garbage in the scratch must not matter */
+    CK(dalloc(d, &cd->da, &cd->dws, cd->ws_bytes));
+    CK(d->fn_cuMemsetD8(cd->dws, 0xff, cd->ws_bytes)); /* garbage in the scratch must not matter */
 
-    kref_problem kp = {bf16, n, c->d_in, S, R, c->d_out, NULL, (int64_t)c->d_in, (int64_t)dout_total, row_slot,
-                       slots, kad};
+    cd->ldv = (int64_t)S * R;
+    if (c->op != RUNTIME_OP_APPLY) {
+        cd->vf = malloc((size_t)n * cd->ldv * sizeof *cd->vf);
+        if (!cd->vf)
+            goto oom;
+        if (c->op == RUNTIME_OP_SHRINK) {
+            memset(cd->vf, 0xff, (size_t)n * cd->ldv * sizeof *cd->vf); /* NaN poison */
+        } else {
+            for (int64_t i = 0; i < (int64_t)n * cd->ldv; ++i)
+                cd->vf[i] = (float)rng_unit(&rng);
+        }
+        CK(dupload(d, &cd->da, &cd->dv, cd->vf, (size_t)n * cd->ldv * sizeof *cd->vf));
+    }
+    goto done;
+oom:
+    st = runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "check: out of host memory");
+done:
+    runtime_leave(ctx, pushed);
+    if (st != DOP_OK)
+        runtime_case_free(ctx, cd);
+    else
+        *out = cd;
+    return st;
+}
+
+dop_status runtime_case_launch(dop_context *ctx, runtime_case_data *cd)
+{
+    const runtime_case *c = &cd->c;
+    void *x = (void *)(uintptr_t)cd->dx, *y = (void *)(uintptr_t)cd->dy, *ws = (void *)(uintptr_t)cd->dws;
+    float *v = (float *)(uintptr_t)cd->dv;
+    dop_status st;
+    if (c->force)
+        runtime_force_schedule(c->force);
+    if (c->op == RUNTIME_OP_APPLY)
+        st = dop_lora_apply(ctx, &cd->shape, &cd->lay, &cd->w, x, y, ws, cd->ws_bytes, (dop_stream)cd->stream);
+    else if (c->op == RUNTIME_OP_SHRINK)
+        st = dop_lora_shrink(ctx, &cd->shape, &cd->lay, &cd->w, x, v, cd->ldv, 0, ws, cd->ws_bytes,
+                             (dop_stream)cd->stream);
+    else
+        st = dop_lora_expand(ctx, &cd->shape, &cd->lay, &cd->w, v, cd->ldv, y, ws, cd->ws_bytes,
+                             (dop_stream)cd->stream);
+    runtime_force_schedule(NULL);
+    return st;
+}
+
+dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd)
+{
+    const runtime_driver *d = ctx->drv;
+    dop_status st = DOP_OK;
+    bool pushed;
+    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
+        return st;
+    CK(d->fn_cuMemcpyHtoD(cd->dy, cd->y0, (size_t)cd->c.num_rows * cd->dout_total * 2));
+    if (cd->dv)
+        CK(d->fn_cuMemcpyHtoD(cd->dv, cd->vf, (size_t)cd->c.num_rows * cd->ldv * sizeof *cd->vf));
+done:
+    runtime_leave(ctx, pushed);
+    return st;
+}
+
+dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_case_result *res)
+{
+    const runtime_driver *d = ctx->drv;
+    const runtime_case *c = &cd->c;
+    const int n = c->num_rows, S = c->num_slices, bf16 = cd->bf16, dout_total = cd->dout_total;
+    const int64_t ldv = cd->ldv;
+    dop_status st = DOP_OK;
+    bool pushed;
+    float *vout = NULL;
+    double *ref = NULL, *vref = NULL;
+    memset(res, 0, sizeof *res);
+    res->tol = bf16 ? 8e-3 : 1e-3;
+    res->slots = cd->slots;
+    search_schedule used;
+    runtime_last_schedule(&used);
+    search_schedule_format(&used, res->schedule, sizeof res->schedule);
+    if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
+        return st;
+    CK(d->fn_cuStreamSynchronize(cd->stream));
+
+    kref_problem kp = {bf16, n, c->d_in, S, c->max_rank, c->d_out, NULL, (int64_t)c->d_in, (int64_t)dout_total,
+                       cd->row_slot, cd->slots, cd->kad};
     int ycol[DOP_MAX_SLICES], acc = 0;
     for (int s = 0; s < S; ++s) {
         ycol[s] = acc;
         acc += c->d_out[s];
     }
     kp.y_col = ycol;
-    int64_t ldv = (int64_t)S * R;
-
-    if (c->force)
-        runtime_force_schedule(c->force);
-    if (c->op == RUNTIME_OP_APPLY) {
-        st = dop_lora_apply(ctx, &shape, &lay, &w, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
-                            (void *)(uintptr_t)dws, ws_bytes, (dop_stream)stream);
-    } else {
-        vf = malloc((size_t)n * ldv * sizeof *vf);
-        vout = malloc((size_t)n * ldv * sizeof *vout);
-        vref = malloc((size_t)n * ldv * sizeof *vref);
-        if (!vf || !vout || !vref) {
-            runtime_force_schedule(NULL);
-            goto oom;
-        }
-        if (c->op == RUNTIME_OP_SHRINK) {
-            memset(vf, 0xff, (size_t)n * ldv * sizeof *vf); /* NaN poison */
-        } else {
-            for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
-                vf[i] = (float)rng_unit(&rng);
-        }
-        CUresult r = dupload(d, &da, &dv, vf, (size_t)n * ldv * sizeof *vf);
-        if (r != CUDA_SUCCESS) {
-            runtime_force_schedule(NULL);
-            CK(r);
-        }
-        if (c->op == RUNTIME_OP_SHRINK)
-            st = dop_lora_shrink(ctx, &shape, &lay, &w, (void *)(uintptr_t)dx, (float *)(uintptr_t)dv, ldv, 0,
-                                 (void *)(uintptr_t)dws, ws_bytes, (dop_stream)stream);
-        else
-            st = dop_lora_expand(ctx, &shape, &lay, &w, (float *)(uintptr_t)dv, ldv, (void *)(uintptr_t)dy,
-                                 (void *)(uintptr_t)dws, ws_bytes, (dop_stream)stream);
-    }
-    runtime_force_schedule(NULL);
-    if (st != DOP_OK)
-        goto done;
-    CK(d->fn_cuStreamSynchronize(stream));
-    search_schedule used;
-    runtime_last_schedule(&used);
-    search_schedule_format(&used, res->schedule, sizeof res->schedule);
-
     double num = 0, den = 0;
     if (c->op == RUNTIME_OP_SHRINK) {
-        CK(d->fn_cuMemcpyDtoH(vout, dv, (size_t)n * ldv * sizeof *vout));
+        vout = malloc((size_t)n * ldv * sizeof *vout);
+        vref = malloc((size_t)n * ldv * sizeof *vref);
+        if (!vout || !vref)
+            goto oom;
+        CK(d->fn_cuMemcpyDtoH(vout, cd->dv, (size_t)n * ldv * sizeof *vout));
         for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
             vref[i] = NAN;
-        kref_shrink(&kp, x, vref, ldv);
+        kref_shrink(&kp, cd->x, vref, ldv);
         for (int64_t i = 0; i < (int64_t)n * ldv; ++i) {
             if (isnan(vref[i])) {
                 uint32_t bits;
@@ -393,38 +490,40 @@ dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_c
                 if (bits != 0xffffffffu)
                     res->untouched_bad++;
             } else {
-                double e = (double)vout[i] - vref[i];
-                if (isnan(vout[i]))
-                    e = INFINITY;
+                double e = isnan(vout[i]) ? INFINITY : (double)vout[i] - vref[i];
                 num += e * e;
                 den += vref[i] * vref[i];
                 res->checked++;
             }
         }
     } else {
-        CK(d->fn_cuMemcpyDtoH(y, dy, (size_t)n * dout_total * 2));
+        ref = malloc((size_t)n * dout_total * sizeof *ref);
+        if (!ref)
+            goto oom;
+        CK(d->fn_cuMemcpyDtoH(cd->y, cd->dy, (size_t)n * dout_total * 2));
         if (c->op == RUNTIME_OP_APPLY) {
-            kref_apply(&kp, x, y0, ref);
+            kref_apply(&kp, cd->x, cd->y0, ref);
         } else {
+            vref = malloc((size_t)n * ldv * sizeof *vref);
+            if (!vref)
+                goto oom;
             for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
-                vref[i] = vf[i];
-            kref_expand(&kp, vref, ldv, y0, ref);
+                vref[i] = cd->vf[i];
+            kref_expand(&kp, vref, ldv, cd->y0, ref);
         }
         for (int row = 0; row < n; ++row) {
-            int slot = row_slot[row];
+            int slot = cd->row_slot[row];
             for (int s = 0; s < S; ++s) {
-                int upd = slot >= 0 && kad[(int64_t)slot * S + s].rank > 0;
+                int upd = slot >= 0 && cd->kad[(int64_t)slot * S + s].rank > 0;
                 for (int col = ycol[s]; col < ycol[s] + c->d_out[s]; ++col) {
                     int64_t i = (int64_t)row * dout_total + col;
                     if (!upd) {
-                        if (y[i] != y0[i])
+                        if (cd->y[i] != cd->y0[i])
                             res->untouched_bad++;
                         continue;
                     }
-                    double got = kref_to_f32(bf16, y[i]);
-                    double e = got - ref[i];
-                    if (isnan(got))
-                        e = INFINITY;
+                    double got = kref_to_f32(bf16, cd->y[i]);
+                    double e = isnan(got) ? INFINITY : got - ref[i];
                     num += e * e;
                     den += ref[i] * ref[i];
                     res->checked++;
@@ -441,28 +540,25 @@ dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_c
 oom:
     st = runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "check: out of host memory");
 done:
-    if (st != DOP_OK)
-        snprintf(res->message, sizeof res->message, "%s: %s", dop_status_string(st), dop_context_error(ctx));
-    if (stream)
-        d->fn_cuStreamDestroy(stream);
-    dop_adapter_table_destroy(table);
-    for (int i = 0; i < da.n; ++i)
-        d->fn_cuMemFree(da.p[i]);
     runtime_leave(ctx, pushed);
-    free(row_slot);
-    free(indptr);
-    free(segslot);
-    free(x);
-    free(y0);
-    free(y);
-    free(wts);
-    free(kad);
-    free(dad);
-    free(ranks);
-    free(scales);
-    free(vf);
     free(vout);
     free(vref);
     free(ref);
+    return st;
+}
+
+dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res)
+{
+    runtime_case_data *cd;
+    memset(res, 0, sizeof *res);
+    dop_status st = runtime_case_setup(ctx, c, &cd);
+    if (st == DOP_OK) {
+        st = runtime_case_launch(ctx, cd);
+        if (st == DOP_OK)
+            st = runtime_case_verify(ctx, cd, res);
+        runtime_case_free(ctx, cd);
+    }
+    if (st != DOP_OK)
+        snprintf(res->message, sizeof res->message, "%s: %s", dop_status_string(st), dop_context_error(ctx));
     return st;
 }

@@ -56,6 +56,21 @@ typedef struct runtime_case_result {
     int ok;
 } runtime_case_result;
 
+/* A case's host and device data, made once and launched any number of times. */
+typedef struct runtime_case_data runtime_case_data;
+
+dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_case_data **out);
+/* One call of the case's operation on its stream (asynchronous). */
+dop_status runtime_case_launch(dop_context *ctx, runtime_case_data *cd);
+/* Restores y (and v) to their initial values (synchronous). */
+dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd);
+/* Waits for the stream, compares with the CPU reference (after exactly one launch since setup/reset). */
+dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_case_result *res);
+void runtime_case_free(dop_context *ctx, runtime_case_data *cd);
+/* Bytes the operation must move through device memory (x, y read + written, adapters in use). */
+double runtime_case_hbm_bytes(const runtime_case_data *cd);
+dop_stream runtime_case_stream(const runtime_case_data *cd);
+
 /* Runs one case on ctx and checks it. Returns DOP_OK if it ran (see ok). */
 dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res);
 

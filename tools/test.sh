@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds with warnings as errors and runs the whole test suite (CPU tests; the
+# GPU tests run too where a GPU is present, and are skipped where not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/deps.sh
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOP_WERROR=ON >/dev/null
+cmake --build build-test -j"$(nproc)"
+ctest --test-dir build-test --output-on-failure
