@@ -12,7 +12,12 @@
  *
  *   bench_kernels [--layouts distinct,uniform,...] [--rows 1,8,...] [--ranks 16,64]
  *                 [--dtype f16|bf16] [--din N] [--dout N] [--replays N] [--verify]
- *                 [--no-cold] [--json FILE]
+ *                 [--no-cold] [--json FILE] [--schedule "split rows=.. warps=.. ..."]
+ *                 [--sweep]
+ *
+ * --sweep times every schedule of a fixed candidate set on every case (warm
+ * only), then reports the per-case best (oracle over the set), the best single
+ * static schedule (best geomean over the cases) and dispatch's pick against both.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -54,24 +59,28 @@ static int parse_list(const char *s, int *out, int max)
 
 static const runtime_driver *drv;
 
-/* Median time (us) of `replays` replays of graphs[i % n] on stream. */
-static double time_graphs(CUgraphExec *graphs, int n, CUstream stream, int replays)
+/* Median over `samples` samples of the mean time (us) of `burst` back-to-back
+ * replays of graphs[i % n] on stream, after 20 warm-up replays. */
+static double time_graphs(CUgraphExec *graphs, int n, CUstream stream, int samples, int burst)
 {
     CUevent ev[2];
     CKB(drv->fn_cuEventCreate(&ev[0], CU_EVENT_DEFAULT));
     CKB(drv->fn_cuEventCreate(&ev[1], CU_EVENT_DEFAULT));
     for (int i = 0; i < 20; ++i)
         CKB(drv->fn_cuGraphLaunch(graphs[i % n], stream));
-    float *t = malloc((size_t)replays * sizeof *t);
-    for (int i = 0; i < replays; ++i) {
+    float *t = malloc((size_t)samples * sizeof *t);
+    int k = 0;
+    for (int i = 0; i < samples; ++i) {
         CKB(drv->fn_cuEventRecord(ev[0], stream));
-        CKB(drv->fn_cuGraphLaunch(graphs[i % n], stream));
+        for (int b = 0; b < burst; ++b)
+            CKB(drv->fn_cuGraphLaunch(graphs[k++ % n], stream));
         CKB(drv->fn_cuEventRecord(ev[1], stream));
         CKB(drv->fn_cuEventSynchronize(ev[1]));
         CKB(drv->fn_cuEventElapsedTime(&t[i], ev[0], ev[1]));
+        t[i] /= (float)burst;
     }
-    qsort(t, (size_t)replays, sizeof *t, cmp_float);
-    double med = 1e3 * t[replays / 2];
+    qsort(t, (size_t)samples, sizeof *t, cmp_float);
+    double med = 1e3 * t[samples / 2];
     free(t);
     drv->fn_cuEventDestroy(ev[0]);
     drv->fn_cuEventDestroy(ev[1]);
@@ -92,7 +101,7 @@ static double copy_bandwidth(CUstream stream)
     for (int i = 0; i < 10; ++i) {
         float ms;
         CKB(drv->fn_cuEventRecord(e0, stream));
-        CKB(drv->fn_cuMemcpyDtoD(b, a, bytes));
+        CKB(drv->fn_cuMemcpyDtoDAsync(b, a, bytes, stream));
         CKB(drv->fn_cuEventRecord(e1, stream));
         CKB(drv->fn_cuEventSynchronize(e1));
         CKB(drv->fn_cuEventElapsedTime(&ms, e0, e1));
@@ -130,7 +139,7 @@ static double launch_floor(dop_context *ctx, CUstream stream)
     CKB(drv->fn_cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, stream, args, NULL));
     CKB(drv->fn_cuStreamEndCapture(stream, &g));
     CKB(drv->fn_cuGraphInstantiateWithFlags(&ge, g, 0));
-    double t = time_graphs(&ge, 1, stream, 500);
+    double t = time_graphs(&ge, 1, stream, 50, 20);
     drv->fn_cuGraphExecDestroy(ge);
     drv->fn_cuGraphDestroy(g);
     drv->fn_cuModuleUnload(mod);
@@ -154,6 +163,160 @@ static CUgraphExec capture(dop_context *ctx, runtime_case_data *cd)
     return ge;
 }
 
+/* ---- sweep ------------------------------------------------------------------------ */
+
+static int sweep_candidates(search_schedule *out, int max)
+{
+    static const uint8_t rows[] = {1, 2, 4, 8, 16};
+    static const uint8_t warps[] = {4, 8, 16};
+    static const uint16_t kcs[] = {1024, 2048, 4096};
+    static const uint16_t cols[] = {128, 256};
+    static const uint8_t splits[] = {1, 4, 16, 32};
+    int n = 0;
+    for (int sk = 0; sk < 2; ++sk)
+        for (size_t a = 0; a < sizeof rows; ++a)
+            for (size_t b = 0; b < sizeof warps; ++b)
+                for (size_t c = 0; c < sizeof kcs / sizeof kcs[0]; ++c)
+                    for (size_t d = 0; d < sizeof cols / sizeof cols[0]; ++d)
+                        for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
+                            if (n == max)
+                                return n;
+                            search_schedule s;
+                            memset(&s, 0, sizeof s);
+                            s.version = SEARCH_SCHEDULE_VERSION;
+                            s.sketch = sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT;
+                            s.rows = rows[a];
+                            s.warps = warps[b];
+                            s.vec = 8;
+                            s.kc = kcs[c];
+                            s.cols = cols[d];
+                            s.split_k = sk ? 1 : splits[e];
+                            out[n++] = s;
+                        }
+    return n;
+}
+
+static int run_sweep(dop_context *ctx, CUstream stream, const int *layouts, int nlayouts, const int *rows, int nrows,
+                     const int *ranks, int nranks, dop_dtype dtype, int din, int dout, FILE *jf)
+{
+    (void)stream;
+    enum { MAXC = 512, MAXCASE = 256 };
+    static search_schedule cand[MAXC];
+    int nc = sweep_candidates(cand, MAXC);
+    kernels_dtype kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
+    for (int ri = 0; ri < nranks; ++ri) {
+        if (runtime_kernels_prepare(ctx, kd, ranks[ri], cand, nc, 16) != DOP_OK) {
+            fprintf(stderr, "prepare: %s\n", dop_context_error(ctx));
+            return 1;
+        }
+    }
+    int ncase = nranks * nlayouts * nrows;
+    if (ncase > MAXCASE)
+        ncase = MAXCASE;
+    double *t = calloc((size_t)ncase * nc, sizeof *t), *disp = calloc((size_t)ncase, sizeof *disp);
+    char (*names)[64] = calloc((size_t)ncase, sizeof *names);
+    int k = 0;
+    printf("# sweep: %d candidate schedules per case\n", nc);
+    printf("%-9s %5s %4s %9s %9s  %-54s %s\n", "layout", "rows", "rank", "disp_us", "best_us", "best schedule",
+           "dispatched");
+    for (int ri = 0; ri < nranks; ++ri)
+        for (int li = 0; li < nlayouts; ++li)
+            for (int ni = 0; ni < nrows && k < ncase; ++ni, ++k) {
+                runtime_case c;
+                memset(&c, 0, sizeof c);
+                c.dtype = dtype;
+                c.op = RUNTIME_OP_APPLY;
+                c.workload = (runtime_workload)layouts[li];
+                c.layout_kind = DOP_LAYOUT_SEGMENTS;
+                c.num_rows = rows[ni];
+                c.d_in = din;
+                c.num_slices = 1;
+                c.d_out[0] = dout;
+                c.max_rank = ranks[ri];
+                c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
+                c.device_copies = 1;
+                c.seed = 1000 + (uint64_t)k;
+                runtime_case_data *cd;
+                if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {
+                    fprintf(stderr, "setup: %s\n", dop_context_error(ctx));
+                    return 1;
+                }
+                CUstream cs = (CUstream)runtime_case_stream(cd);
+                /* dispatched */
+                if (runtime_case_launch(ctx, cd) != DOP_OK) {
+                    fprintf(stderr, "launch: %s\n", dop_context_error(ctx));
+                    return 1;
+                }
+                search_schedule used;
+                runtime_last_schedule(&used);
+                search_schedule_format(&used, names[k], sizeof names[k]);
+                CUgraphExec g = capture(ctx, cd);
+                disp[k] = time_graphs(&g, 1, cs, 15, 10);
+                drv->fn_cuGraphExecDestroy(g);
+                int best = 0;
+                for (int i = 0; i < nc; ++i) {
+                    runtime_case_force(cd, &cand[i]);
+                    g = capture(ctx, cd);
+                    t[(size_t)k * nc + i] = time_graphs(&g, 1, cs, 15, 10);
+                    drv->fn_cuGraphExecDestroy(g);
+                    runtime_case_force(cd, NULL);
+                    if (t[(size_t)k * nc + i] < t[(size_t)k * nc + best])
+                        best = i;
+                }
+                /* the winner must be right */
+                runtime_case_force(cd, &cand[best]);
+                runtime_case_result res;
+                runtime_case_reset(ctx, cd);
+                runtime_case_launch(ctx, cd);
+                runtime_case_verify(ctx, cd, &res);
+                runtime_case_force(cd, NULL);
+                char bname[128];
+                search_schedule_format(&cand[best], bname, sizeof bname);
+                printf("%-9s %5d %4d %9.2f %9.2f  %-54s %s%s\n", runtime_workload_name(c.workload), c.num_rows,
+                       c.max_rank, disp[k], t[(size_t)k * nc + best], bname, names[k], res.ok ? "" : " BEST-WRONG");
+                fflush(stdout);
+                if (jf) {
+                    for (int i = 0; i < nc; ++i) {
+                        char nm[128];
+                        search_schedule_format(&cand[i], nm, sizeof nm);
+                        fprintf(jf, "{\"layout\":\"%s\",\"rows\":%d,\"rank\":%d,\"schedule\":\"%s\",\"us\":%.3f}\n",
+                                runtime_workload_name(c.workload), c.num_rows, c.max_rank, nm, t[(size_t)k * nc + i]);
+                    }
+                }
+                runtime_case_free(ctx, cd);
+            }
+    /* best static schedule: best geomean over all cases */
+    int bs = 0;
+    double bsg = INFINITY;
+    for (int i = 0; i < nc; ++i) {
+        double lg = 0;
+        for (int j = 0; j < k; ++j)
+            lg += log(t[(size_t)j * nc + i]);
+        if (lg < bsg)
+            bsg = lg, bs = i;
+    }
+    double lo = 0, ld = 0, ls = bsg;
+    for (int j = 0; j < k; ++j) {
+        double b = INFINITY;
+        for (int i = 0; i < nc; ++i)
+            if (t[(size_t)j * nc + i] < b)
+                b = t[(size_t)j * nc + i];
+        lo += log(b);
+        ld += log(disp[j]);
+    }
+    char sname[128];
+    search_schedule_format(&cand[bs], sname, sizeof sname);
+    printf("# best static schedule: [%s], geomean %.2f us\n", sname, exp(ls / k));
+    printf("# oracle (per-case best of the set): geomean %.2f us; dispatched: geomean %.2f us\n", exp(lo / k),
+           exp(ld / k));
+    printf("# oracle over static %.2fx; dispatched over static %.2fx; dispatched / oracle %.2f\n", exp((ls - lo) / k),
+           exp((ls - ld) / k), exp((ld - lo) / k));
+    free(t);
+    free(disp);
+    free(names);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3}, nlayouts = 4;
@@ -161,7 +324,8 @@ int main(int argc, char **argv)
     int ranks[8] = {16, 64}, nranks = 2;
     int replays = 200, verify = 0, cold = 1, din = 4096, dout = 4096;
     dop_dtype dtype = DOP_DTYPE_F16;
-    const char *json = NULL;
+    const char *json = NULL, *force_text = NULL;
+    int sweep = 0;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--layouts") && v) {
@@ -193,6 +357,10 @@ int main(int argc, char **argv)
             json = v, ++i;
         } else if (!strcmp(a, "--verify")) {
             verify = 1;
+        } else if (!strcmp(a, "--schedule") && v) {
+            force_text = v, ++i;
+        } else if (!strcmp(a, "--sweep")) {
+            sweep = 1;
         } else if (!strcmp(a, "--no-cold")) {
             cold = 0;
         } else {
@@ -222,6 +390,13 @@ int main(int argc, char **argv)
     printf("%-9s %5s %4s %4s %9s %9s %9s %9s %6s %s\n", "layout", "rows", "segs", "rank", "warm_us", "cold_us",
            "hbm_us", "floor_us", "eff", "schedule");
     FILE *jf = json ? fopen(json, "w") : NULL;
+    search_schedule forced;
+    if (force_text && search_schedule_parse(force_text, &forced)) {
+        fprintf(stderr, "bad --schedule '%s'\n", force_text);
+        return 2;
+    }
+    if (sweep)
+        return run_sweep(ctx, stream, layouts, nlayouts, rows, nrows, ranks, nranks, dtype, din, dout, jf);
     double sum_log_eff = 0;
     int ncase = 0, nfail = 0;
     for (int ri = 0; ri < nranks; ++ri)
@@ -241,6 +416,7 @@ int main(int argc, char **argv)
                 c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
                 c.device_copies = 1;
                 c.seed = 1000 + (uint64_t)ncase;
+                c.force = force_text ? &forced : NULL;
                 runtime_case_data *cd;
                 if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {
                     fprintf(stderr, "setup: %s\n", dop_context_error(ctx));
@@ -269,7 +445,7 @@ int main(int argc, char **argv)
                 char sname[128];
                 search_schedule_format(&used, sname, sizeof sname);
                 CUgraphExec g = capture(ctx, cd);
-                double warm = time_graphs(&g, 1, (CUstream)runtime_case_stream(cd), replays);
+                double warm = time_graphs(&g, 1, (CUstream)runtime_case_stream(cd), replays / 10, 10);
                 double bytes = runtime_case_hbm_bytes(cd);
                 double coldt = NAN;
                 if (cold) {
@@ -294,7 +470,7 @@ int main(int argc, char **argv)
                         gs[k] = capture(ctx, cds[k]);
                     }
                     /* all sets share one stream for timing: replay them on the first one's */
-                    coldt = time_graphs(gs, sets, (CUstream)runtime_case_stream(cd), replays);
+                    coldt = time_graphs(gs, sets, (CUstream)runtime_case_stream(cd), replays / 10, 10);
                     for (int k = 1; k < sets; ++k) {
                         drv->fn_cuGraphExecDestroy(gs[k]);
                         runtime_case_free(ctx, cds[k]);

@@ -81,8 +81,9 @@
  *   an asynchronous copy from pageable memory. That is not allowed during
  *   stream capture: give device copies when capturing (DOP_ERR_INVALID_ARGUMENT
  *   otherwise).
- * - The first call with a new schedule compiles it with NVRTC (tens to hundreds
- *   of milliseconds) before launching.
+ * - The first call with a new schedule compiles it with NVRTC (0.5 to 3 s on
+ *   one CPU core) before launching. Make that first call before capturing a
+ *   graph.
  * - Invalid values found in device copies at run time (slot out of range,
  *   rank above max_rank) cannot be reported by a kernel: such rows are skipped
  *   and ranks are clamped, so no memory outside the described buffers is read.
@@ -184,7 +185,8 @@ DOP_API void dop_context_options_init(dop_context_options *opt);
  * Returns DOP_OK; DOP_ERR_INVALID_ARGUMENT (out NULL, bad options);
  * DOP_ERR_UNAVAILABLE (no driver, no such device, no NVRTC);
  * DOP_ERR_UNSUPPORTED (device older than sm_80); DOP_ERR_DEVICE_FAILED;
- * DOP_ERR_OUT_OF_HOST_MEMORY. On failure *out is NULL and the message is
+ * DOP_ERR_OUT_OF_DEVICE_MEMORY (retaining the primary context ran out of
+ * memory); DOP_ERR_OUT_OF_HOST_MEMORY. On failure *out is NULL and the message is
  * available from dop_context_error(NULL) in the calling thread.
  */
 DOP_API dop_status dop_context_create(const dop_context_options *opt, dop_context **out);
@@ -195,8 +197,9 @@ DOP_API void dop_context_destroy(dop_context *ctx);
 /**
  * Message of the last failed call on ctx in the calling thread, or "" if none.
  * With ctx NULL: the last failure in this thread of a call that had no
- * context (or failed to make one). The string is valid until the next call on
- * the same context in the same thread.
+ * context (or failed to make one). Each thread keeps the messages of the 8
+ * contexts that failed most recently in it. The string is valid until the next
+ * failing call on the same context in the same thread.
  */
 DOP_API const char *dop_context_error(const dop_context *ctx);
 
@@ -338,7 +341,8 @@ typedef struct dop_weights {
  * Bytes of device workspace the calls need for this shape. max_call_slots is
  * the largest num_slots of per-call weights that will be passed without
  * device copies (0 when a table or device copies are used). The result is an
- * upper bound for every layout, so one allocation serves every call.
+ * upper bound for every layout (without device copies, layouts of at most
+ * 2 * num_rows + 1 segments), so one allocation serves every call.
  */
 DOP_API dop_status dop_lora_workspace_size(dop_context *ctx, const dop_lora_shape *shape,
                                            int32_t max_call_slots, size_t *bytes);

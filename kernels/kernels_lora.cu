@@ -12,7 +12,8 @@
  *                 that share an adapter share every weight load
  *   DOP_WARPS     warps per CTA
  *   DOP_VEC       elements per vector load along d_in (1, 2, 4, 8)
- *   DOP_KC        K tile staged in shared memory (multiple of 32 * DOP_VEC)
+ *   DOP_KC        K elements one warp covers per step of its loop: every lane
+ *                 issues DOP_KC / (32 * DOP_VEC) loads of A before using any
  *   DOP_COLS      output columns per CTA (expand, fused)
  *   DOP_MAXR      max_rank of the shape (size of the fp32 intermediate)
  *
@@ -23,6 +24,14 @@
  *   dop_fused   grid (row tiles, column tiles, slices): each CTA recomputes
  *               the fp32 intermediate of its rows over all of d_in in shared
  *               memory, then expands its column tile. One launch, no scratch.
+ *
+ * Latency, not bandwidth, limits these kernels at decode sizes, so each CTA
+ * is a short chain of independent memory rounds: (1) the layout of its rows
+ * (a parallel scan over segments, no binary search in global memory), (2) the
+ * adapter entries of those rows, (3) all of A and x for its K range with many
+ * loads in flight, (4) the reduction in shared memory and one write. Warps
+ * split the K range among themselves when the rank is smaller than the warp
+ * count, so every warp has work at every rank.
  *
  * Correctness never depends on the layout: a CTA reads the adapter of each of
  * its rows from device memory at run time, groups its rows by adapter, and
@@ -79,13 +88,6 @@ __device__ __forceinline__ void dop_load(const dop_u16 *src, float (&out)[V])
         out[i] = dop_to_f32(u.h[i]);
 }
 
-template <int V>
-__device__ __forceinline__ void dop_copy(dop_u16 *dst, const dop_u16 *src)
-{
-    typedef typename dop_vec_t<V>::type vt;
-    *reinterpret_cast<vt *>(dst) = *reinterpret_cast<const vt *>(src);
-}
-
 __device__ __forceinline__ bool dop_aligned(const void *p, int bytes)
 {
     return (reinterpret_cast<unsigned long long>(p) & (unsigned long long)(bytes - 1)) == 0;
@@ -101,80 +103,103 @@ __device__ __forceinline__ float dop_warp_sum(float v)
 
 /* ---- layout ---------------------------------------------------------------- */
 
-/* Adapter slot of a row (-1: none). */
-__device__ __forceinline__ int dop_row_slot(const dop_kparams &p, int row)
+__device__ __forceinline__ int dop_valid_slot(const dop_kparams &p, int slot)
 {
-    if (row >= p.num_rows)
-        return -1;
-    int slot;
-    if (p.row_slot) {
-        slot = reinterpret_cast<const int *>(p.row_slot)[row];
-    } else {
-        const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
-        int nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
-        if (nseg <= 0 || row < indptr[0] || row >= indptr[nseg])
-            return -1;
-        /* largest i < nseg with indptr[i] <= row (skips empty segments) */
-        int lo = 0, hi = nseg;
-        while (hi - lo > 1) {
-            int mid = (lo + hi) >> 1;
-            if (indptr[mid] <= row)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        slot = p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[lo] : lo;
-    }
     return (slot >= 0 && slot < p.num_slots) ? slot : -1;
 }
 
-struct dop_adapter {
-    const dop_u16 *A, *B;
-    int rank;
-    float scale;
-};
-
-__device__ __forceinline__ dop_adapter dop_get_adapter(const dop_kparams &p, int slot, int slice)
+/* Adapter slot of one row by binary search (large segment counts only). */
+__device__ __forceinline__ int dop_row_slot_search(const dop_kparams &p, int row, int nseg)
 {
-    int e = slot * p.num_slices + slice;
-    dop_adapter a;
-    a.A = reinterpret_cast<const dop_u16 *const *>(p.a_ptrs)[e];
-    a.B = reinterpret_cast<const dop_u16 *const *>(p.b_ptrs)[e];
-    int r = p.ranks ? reinterpret_cast<const int *>(p.ranks)[e] : p.uniform_rank;
-    a.rank = r < 0 ? 0 : (r > p.max_rank ? p.max_rank : r);
-    a.scale = p.scales ? reinterpret_cast<const float *>(p.scales)[e] : p.uniform_scale;
-    if (!a.A || !a.B)
-        a.rank = 0;
-    return a;
+    const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+    if (row >= p.num_rows || nseg <= 0 || row < indptr[0] || row >= indptr[nseg])
+        return -1;
+    int lo = 0, hi = nseg; /* largest i < nseg with indptr[i] <= row (skips empty segments) */
+    while (hi - lo > 1) {
+        int mid = (lo + hi) >> 1;
+        if (indptr[mid] <= row)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[lo] : lo);
 }
 
-/* The rows of one CTA grouped by adapter: group g has slot gslot[g] and rows
- * {j : bit j of gmask[g]}. Built by thread 0; read after a barrier. */
+/* The rows of one CTA grouped by adapter: group g has slot gslot[g], rows
+ * {j : bit j of gmask[g]} and that adapter's weights for the CTA's slice.
+ * Built by dop_tile_init; read after its closing barrier. */
 struct dop_tile {
     int slot[DOP_ROWS];
-    int gslot[DOP_ROWS];
+    int rank_of[DOP_ROWS]; /* rank of each row's adapter (0: no update) */
+    const dop_u16 *rA[DOP_ROWS];
+    const dop_u16 *rB[DOP_ROWS];
+    float rscale[DOP_ROWS];
+    int gfirst[DOP_ROWS]; /* a row of the group, to find its adapter */
     unsigned gmask[DOP_ROWS];
     int ngroups;
 };
 
-__device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, dop_tile &t)
+__device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, int slice, dop_tile &t)
 {
-    if (threadIdx.x < DOP_ROWS)
-        t.slot[threadIdx.x] = dop_row_slot(p, row0 + threadIdx.x);
+    int tid = threadIdx.x;
+    if (p.row_slot) {
+        if (tid < DOP_ROWS)
+            t.slot[tid] = row0 + tid < p.num_rows ? dop_valid_slot(p, reinterpret_cast<const int *>(p.row_slot)[row0 + tid]) : -1;
+    } else {
+        int nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
+        if (nseg > 4 * DOP_THREADS) {
+            if (tid < DOP_ROWS)
+                t.slot[tid] = dop_row_slot_search(p, row0 + tid, nseg);
+        } else {
+            if (tid < DOP_ROWS)
+                t.slot[tid] = -1;
+            __syncthreads();
+            /* every thread takes segments; a segment writes the tile rows it covers */
+            const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+            int rend = min(row0 + DOP_ROWS, p.num_rows);
+            for (int i = tid; i < nseg; i += DOP_THREADS) {
+                int a = max(indptr[i], row0), b = min(indptr[i + 1], rend);
+                if (a < b) {
+                    int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
+                    for (int r = a; r < b; ++r)
+                        t.slot[r - row0] = s;
+                }
+            }
+        }
+    }
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (tid < DOP_ROWS) {
+        int s = t.slot[tid], rank = 0;
+        const dop_u16 *A = 0, *B = 0;
+        float scale = 0.f;
+        if (s >= 0) {
+            int e = s * p.num_slices + slice;
+            A = reinterpret_cast<const dop_u16 *const *>(p.a_ptrs)[e];
+            B = reinterpret_cast<const dop_u16 *const *>(p.b_ptrs)[e];
+            rank = p.ranks ? reinterpret_cast<const int *>(p.ranks)[e] : p.uniform_rank;
+            scale = p.scales ? reinterpret_cast<const float *>(p.scales)[e] : p.uniform_scale;
+            rank = rank < 0 ? 0 : (rank > p.max_rank ? p.max_rank : rank);
+            if (!A || !B)
+                rank = 0;
+        }
+        t.rank_of[tid] = rank;
+        t.rA[tid] = A;
+        t.rB[tid] = B;
+        t.rscale[tid] = scale;
+    }
+    __syncthreads();
+    if (tid == 0) {
         int ng = 0;
         unsigned done = 0;
         for (int j = 0; j < DOP_ROWS; ++j) {
-            int s = t.slot[j];
-            if (s < 0 || (done >> j & 1u))
+            if (t.rank_of[j] == 0 || (done >> j & 1u))
                 continue;
             unsigned m = 0;
             for (int k = j; k < DOP_ROWS; ++k)
-                if (t.slot[k] == s)
+                if (t.slot[k] == t.slot[j])
                     m |= 1u << k;
             done |= m;
-            t.gslot[ng] = s;
+            t.gfirst[ng] = j;
             t.gmask[ng] = m;
             ++ng;
         }
@@ -185,111 +210,123 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, do
 
 /* ---- shrink core --------------------------------------------------------------- */
 
-/* Stages x[row0 .. row0+DOP_ROWS, k0 .. k0+klen) into shared memory (rows
- * without an adapter are skipped: nothing reads them). */
-__device__ __forceinline__ void dop_stage_x(const dop_kparams &p, const dop_tile &t, int row0, int k0, int klen,
-                            dop_u16 (*sx)[DOP_KC])
-{
-    const dop_u16 *x = reinterpret_cast<const dop_u16 *>(p.x);
-    bool vec = DOP_VEC > 1 && dop_aligned(x, DOP_VEC * 2) && p.ldx % DOP_VEC == 0 && p.d_in % DOP_VEC == 0;
-    if (vec) {
-        int per_row = klen / DOP_VEC;
-        for (int i = threadIdx.x; i < DOP_ROWS * per_row; i += DOP_THREADS) {
-            int j = i / per_row, c = (i - j * per_row) * DOP_VEC;
-            if (t.slot[j] >= 0)
-                dop_copy<DOP_VEC>(&sx[j][c], x + (long long)(row0 + j) * p.ldx + k0 + c);
-        }
-    } else {
-        for (int i = threadIdx.x; i < DOP_ROWS * klen; i += DOP_THREADS) {
-            int j = i / klen, c = i - j * klen;
-            if (t.slot[j] >= 0)
-                sx[j][c] = x[(long long)(row0 + j) * p.ldx + k0 + c];
-        }
-    }
-}
-
-/* acc[j] = sum_{c < klen} A[r, k0 + c] * sx[j][c] for the rows j of mask,
- * partial per lane (the caller reduces across the warp). */
+/* acc[j] += sum over this lane's share of [k0, k1) of A[k] * x_j[k] for the rows
+ * j of mask. Every lane first issues DOP_UNROLL loads of A, then the x loads
+ * (read-only path; rows of one tile share them through L1), then the FMAs. */
 template <int V>
-__device__ __forceinline__ void dop_dot_chunk(const dop_u16 *arow, const dop_u16 (*sx)[DOP_KC], int klen,
-                                              unsigned mask, float (&acc)[DOP_ROWS])
+__device__ __forceinline__ void dop_dot(const dop_u16 *__restrict__ arow, const dop_u16 *__restrict__ x0, long long ldx,
+                                        int k0, int k1, unsigned mask, float (&acc)[DOP_ROWS])
 {
+    typedef typename dop_vec_t<V>::type vt;
+    constexpr int U0 = DOP_KC / (32 * V), U = U0 < 1 ? 1 : (U0 > 16 ? 16 : U0);
     int lane = threadIdx.x & 31;
-#pragma unroll 4
-    for (int c = lane * V; c < klen; c += 32 * V) {
-        float a[V];
-        dop_load<V>(arow + c, a);
+    for (int c = k0 + lane * V; c < k1; c += 32 * V * U) {
+        vt a[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            int cc = c + u * 32 * V;
+            if (cc < k1)
+                a[u] = __ldg(reinterpret_cast<const vt *>(arow + cc));
+        }
 #pragma unroll
         for (int j = 0; j < DOP_ROWS; ++j) {
-            if (mask >> j & 1u) {
-                float xv[V];
-                dop_load<V>(&sx[j][c], xv);
+            if (!(mask >> j & 1u))
+                continue;
+            const dop_u16 *xr = x0 + j * ldx;
 #pragma unroll
-                for (int e = 0; e < V; ++e)
-                    acc[j] = fmaf(a[e], xv[e], acc[j]);
-            }
-        }
-    }
-}
-
-/* For every group of the tile and every rank row owned by this warp: the dot
- * product of A[r, k0 .. k0+klen) with the staged rows, reduced across the warp
- * and handed to emit(j, r, value) on lane 0. */
-template <typename Emit>
-__device__ __forceinline__ void dop_shrink_chunk(const dop_kparams &p, const dop_tile &t, int slice, int k0, int klen,
-                                 const dop_u16 (*sx)[DOP_KC], Emit emit)
-{
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int g = 0; g < t.ngroups; ++g) {
-        dop_adapter ad = dop_get_adapter(p, t.gslot[g], slice);
-        unsigned mask = t.gmask[g];
-        bool vec = DOP_VEC > 1 && p.d_in % DOP_VEC == 0 && dop_aligned(ad.A, DOP_VEC * 2);
-        for (int r = warp; r < ad.rank; r += DOP_WARPS) {
-            float acc[DOP_ROWS];
+            for (int u = 0; u < U; ++u) {
+                int cc = c + u * 32 * V;
+                if (cc < k1) {
+                    union { vt v; dop_u16 h[V]; } ua, ux;
+                    ua.v = a[u];
+                    ux.v = __ldg(reinterpret_cast<const vt *>(xr + cc));
 #pragma unroll
-            for (int j = 0; j < DOP_ROWS; ++j)
-                acc[j] = 0.f;
-            const dop_u16 *arow = ad.A + (long long)r * p.d_in + k0;
-            if (vec)
-                dop_dot_chunk<DOP_VEC>(arow, sx, klen, mask, acc);
-            else
-                dop_dot_chunk<1>(arow, sx, klen, mask, acc);
-#pragma unroll
-            for (int j = 0; j < DOP_ROWS; ++j) {
-                if (mask >> j & 1u) {
-                    float s = dop_warp_sum(acc[j]);
-                    if (lane == 0)
-                        emit(j, r, s);
+                    for (int e = 0; e < V; ++e)
+                        acc[j] = fmaf(dop_to_f32(ua.h[e]), dop_to_f32(ux.h[e]), acc[j]);
                 }
             }
         }
     }
 }
 
-/* ---- expand core --------------------------------------------------------------- */
-
-/* y[row0 + j, y_col + col0 + c] += scale * sum_r sv[j][r] * B[col0 + c, r] for
- * every group of the tile; one thread per output column. */
-__device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0, int col0,
-                                const float (*sv)[DOP_MAXR])
+/* sv[j][r] += A[r, k0 .. k1) . x[row0 + j, k0 .. k1) for every row j of the tile
+ * with an adapter and r < its rank. Work items (r, K part) go round the warps;
+ * with fewer ranks than warps the K range is split into parts, and the
+ * partial sums meet in shared memory (atomic adds). */
+__device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop_tile &t, int row0, int k0, int k1,
+                                                 float (*sv)[DOP_MAXR])
 {
-    int dout = p.d_out[slice];
-    dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const dop_u16 *x0 = reinterpret_cast<const dop_u16 *>(p.x) + (long long)row0 * p.ldx;
+    bool xvec = DOP_VEC > 1 && dop_aligned(x0, DOP_VEC * 2) && p.ldx % DOP_VEC == 0 && p.d_in % DOP_VEC == 0;
     for (int g = 0; g < t.ngroups; ++g) {
-        dop_adapter ad = dop_get_adapter(p, t.gslot[g], slice);
+        int j0 = t.gfirst[g], rank = t.rank_of[j0];
         unsigned mask = t.gmask[g];
-        if (ad.rank == 0)
-            continue;
-        bool vec = ad.rank % 8 == 0 && dop_aligned(ad.B, 16);
-        for (int c = threadIdx.x; c < DOP_COLS && col0 + c < dout; c += DOP_THREADS) {
-            int col = col0 + c;
-            const dop_u16 *brow = ad.B + (long long)col * ad.rank;
+        const dop_u16 *A = t.rA[j0];
+        bool vec = xvec && dop_aligned(A, DOP_VEC * 2);
+        int parts = DOP_WARPS / rank > 1 ? DOP_WARPS / rank : 1;
+        int span = (k1 - k0 + parts - 1) / parts;
+        span = (span + 32 * DOP_VEC - 1) / (32 * DOP_VEC) * (32 * DOP_VEC); /* keeps vector alignment */
+        for (int item = warp; item < rank * parts; item += DOP_WARPS) {
+            int r = item % rank, part = item / rank;
+            int a = k0 + part * span, b = min(k1, a + span);
+            if (a >= b)
+                continue;
             float acc[DOP_ROWS];
 #pragma unroll
             for (int j = 0; j < DOP_ROWS; ++j)
                 acc[j] = 0.f;
+            const dop_u16 *arow = A + (long long)r * p.d_in;
+            if (vec)
+                dop_dot<DOP_VEC>(arow, x0, p.ldx, a, b, mask, acc);
+            else
+                dop_dot<1>(arow, x0, p.ldx, a, b, mask, acc);
+#pragma unroll
+            for (int j = 0; j < DOP_ROWS; ++j) {
+                if (mask >> j & 1u) {
+                    float s = dop_warp_sum(acc[j]);
+                    if (lane == 0)
+                        atomicAdd(&sv[j][r], s);
+                }
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void dop_zero_sv(float (*sv)[DOP_MAXR])
+{
+    for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS)
+        (&sv[0][0])[i] = 0.f;
+}
+
+/* ---- expand core --------------------------------------------------------------- */
+
+/* y[row0 + j, y_col + col0 + c] += scale * sum_r sv[j][r] * B[col0 + c, r] for
+ * every group of the tile; one thread per output column. */
+__device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
+                                                int col0, const float (*sv)[DOP_MAXR])
+{
+    int dout = p.d_out[slice];
+    dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
+    for (int g = 0; g < t.ngroups; ++g) {
+        int j0 = t.gfirst[g], rank = t.rank_of[j0];
+        unsigned mask = t.gmask[g];
+        const dop_u16 *B = t.rB[j0];
+        float scale = t.rscale[j0];
+        bool vec = rank % 8 == 0 && dop_aligned(B, 16);
+        for (int c = threadIdx.x; c < DOP_COLS && col0 + c < dout; c += DOP_THREADS) {
+            int col = col0 + c;
+            const dop_u16 *brow = B + (long long)col * rank;
+            float yv[DOP_ROWS], acc[DOP_ROWS];
+#pragma unroll
+            for (int j = 0; j < DOP_ROWS; ++j) {
+                acc[j] = 0.f;
+                if (mask >> j & 1u)
+                    yv[j] = dop_to_f32(y[(long long)(row0 + j) * p.ldy + col]);
+            }
             if (vec) {
-                for (int r = 0; r < ad.rank; r += 8) {
+#pragma unroll 4
+                for (int r = 0; r < rank; r += 8) {
                     float b[8];
                     dop_load<8>(brow + r, b);
 #pragma unroll
@@ -300,7 +337,8 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                                 acc[j] = fmaf(b[e], sv[j][r + e], acc[j]);
                 }
             } else {
-                for (int r = 0; r < ad.rank; ++r) {
+#pragma unroll 4
+                for (int r = 0; r < rank; ++r) {
                     float b = dop_to_f32(brow[r]);
 #pragma unroll
                     for (int j = 0; j < DOP_ROWS; ++j)
@@ -309,12 +347,9 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                 }
             }
 #pragma unroll
-            for (int j = 0; j < DOP_ROWS; ++j) {
-                if (mask >> j & 1u) {
-                    dop_u16 *yp = y + (long long)(row0 + j) * p.ldy + col;
-                    *yp = dop_from_f32(dop_to_f32(*yp) + ad.scale * acc[j]);
-                }
-            }
+            for (int j = 0; j < DOP_ROWS; ++j)
+                if (mask >> j & 1u)
+                    y[(long long)(row0 + j) * p.ldy + col] = dop_from_f32(yv[j] + scale * acc[j]);
         }
     }
 }
@@ -324,27 +359,27 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_kparams p)
 {
     __shared__ dop_tile t;
-    __shared__ __align__(16) dop_u16 sx[DOP_ROWS][DOP_KC];
+    __shared__ float sv[DOP_ROWS][DOP_MAXR];
     int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
     int kbeg = blockIdx.y * p.k_per_cta;
     int kend = min(p.d_in, kbeg + p.k_per_cta);
-    dop_tile_init(p, row0, t);
+    dop_zero_sv(sv);
+    dop_tile_init(p, row0, slice, t);
+    dop_shrink_range(p, t, row0, kbeg, kend, sv);
+    __syncthreads();
     float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
     bool atomic = gridDim.y > 1;
-    for (int k0 = kbeg; k0 < kend; k0 += DOP_KC) {
-        int klen = min(DOP_KC, kend - k0);
-        dop_stage_x(p, t, row0, k0, klen, sx);
-        __syncthreads();
-        dop_shrink_chunk(p, t, slice, k0, klen, sx, [&](int j, int r, float s) {
-            float *dst = v + (long long)(row0 + j) * p.ldv + r;
-            if (atomic)
-                atomicAdd(dst, s);
-            else if (p.accumulate || k0 != kbeg)
-                *dst += s;
-            else
-                *dst = s;
-        });
-        __syncthreads();
+    for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
+        int j = i / p.max_rank, r = i - j * p.max_rank;
+        if (r >= t.rank_of[j])
+            continue;
+        float *dst = v + (long long)(row0 + j) * p.ldv + r;
+        if (atomic)
+            atomicAdd(dst, sv[j][r]);
+        else if (p.accumulate)
+            *dst += sv[j][r];
+        else
+            *dst = sv[j][r];
     }
 }
 
@@ -355,11 +390,11 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_k
     int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
     if (blockIdx.y * DOP_COLS >= p.d_out[slice])
         return; /* uniform across the CTA: no barrier is skipped by some threads only */
-    dop_tile_init(p, row0, t);
+    dop_tile_init(p, row0, slice, t);
     const float *v = reinterpret_cast<const float *>(p.v) + slice * p.max_rank;
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
-        sv[j][r] = t.slot[j] >= 0 ? v[(long long)(row0 + j) * p.ldv + r] : 0.f;
+        sv[j][r] = r < t.rank_of[j] ? v[(long long)(row0 + j) * p.ldv + r] : 0.f;
     }
     __syncthreads();
     /* the grid's y extent may be capped (65535): CTAs stride over column tiles */
@@ -370,22 +405,14 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_k
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused(const dop_kparams p)
 {
     __shared__ dop_tile t;
-    __shared__ __align__(16) dop_u16 sx[DOP_ROWS][DOP_KC];
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
     int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
     if (blockIdx.y * DOP_COLS >= p.d_out[slice])
         return;
-    dop_tile_init(p, row0, t);
-    for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS)
-        (&sv[0][0])[i] = 0.f;
-    for (int k0 = 0; k0 < p.d_in; k0 += DOP_KC) {
-        int klen = min(DOP_KC, p.d_in - k0);
-        dop_stage_x(p, t, row0, k0, klen, sx);
-        __syncthreads();
-        /* rank row r belongs to one warp, so sv[j][r] has a single writer */
-        dop_shrink_chunk(p, t, slice, k0, klen, sx, [&](int j, int r, float s) { sv[j][r] += s; });
-        __syncthreads();
-    }
+    dop_zero_sv(sv);
+    dop_tile_init(p, row0, slice, t);
+    dop_shrink_range(p, t, row0, 0, p.d_in, sv);
+    __syncthreads();
     for (int col0 = blockIdx.y * DOP_COLS; col0 < p.d_out[slice]; col0 += gridDim.y * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }

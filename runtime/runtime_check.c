@@ -163,6 +163,11 @@ double runtime_case_hbm_bytes(const runtime_case_data *d)
     return d->hbm_bytes;
 }
 
+void runtime_case_force(runtime_case_data *d, const search_schedule *s)
+{
+    d->c.force = s;
+}
+
 dop_stream runtime_case_stream(const runtime_case_data *d)
 {
     return (dop_stream)d->stream;

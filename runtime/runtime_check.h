@@ -70,6 +70,8 @@ void runtime_case_free(dop_context *ctx, runtime_case_data *cd);
 /* Bytes the operation must move through device memory (x, y read + written, adapters in use). */
 double runtime_case_hbm_bytes(const runtime_case_data *cd);
 dop_stream runtime_case_stream(const runtime_case_data *cd);
+/* Forces the schedule of later launches of the case (NULL: dispatch decides). */
+void runtime_case_force(runtime_case_data *cd, const search_schedule *s);
 
 /* Runs one case on ctx and checks it. Returns DOP_OK if it ran (see ok). */
 dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res);

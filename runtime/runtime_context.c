@@ -17,10 +17,21 @@
 
 #include "runtime_internal.h"
 
+/* Per thread, the last message of up to ERR_SLOTS contexts (0 = no context),
+ * keyed by a context id that is never reused, least recently failed evicted. */
+#define ERR_SLOTS 8
 static _Thread_local struct {
-    const dop_context *ctx;
+    uint64_t id;
+    uint64_t stamp;
     char msg[1024];
-} t_err;
+} t_err[ERR_SLOTS];
+static _Thread_local uint64_t t_err_clock;
+static uint64_t g_next_ctx_id = 1; /* atomic */
+
+static uint64_t ctx_id(const dop_context *ctx)
+{
+    return ctx ? ctx->id : 0;
+}
 
 static void log_message(const dop_context *ctx, dop_log_level level, const char *msg)
 {
@@ -28,28 +39,53 @@ static void log_message(const dop_context *ctx, dop_log_level level, const char 
         ctx->log(ctx->log_user, level, msg);
 }
 
+static char *err_slot(uint64_t id)
+{
+    int victim = 0;
+    for (int i = 0; i < ERR_SLOTS; ++i) {
+        if (t_err[i].stamp && t_err[i].id == id) {
+            victim = i;
+            break;
+        }
+        if (t_err[i].stamp < t_err[victim].stamp)
+            victim = i;
+    }
+    t_err[victim].id = id;
+    t_err[victim].stamp = ++t_err_clock;
+    return t_err[victim].msg;
+}
+
 dop_status runtime_fail(const dop_context *ctx, dop_status status, const char *fmt, ...)
 {
+    char *msg = err_slot(ctx_id(ctx));
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t_err.msg, sizeof t_err.msg, fmt, ap);
+    vsnprintf(msg, sizeof t_err[0].msg, fmt, ap);
     va_end(ap);
-    t_err.ctx = ctx;
-    log_message(ctx, DOP_LOG_ERROR, t_err.msg);
+    log_message(ctx, DOP_LOG_ERROR, msg);
     return status;
 }
 
-dop_status runtime_fail_cu(const dop_context *ctx, CUresult r, const char *what)
+static dop_status fail_cu_with(const runtime_driver *drv, const dop_context *ctx, CUresult r, const char *what)
 {
     char d[256];
-    runtime_cu_describe(ctx ? ctx->drv : NULL, r, d, sizeof d);
+    runtime_cu_describe(drv, r, d, sizeof d);
     dop_status st = r == CUDA_ERROR_OUT_OF_MEMORY ? DOP_ERR_OUT_OF_DEVICE_MEMORY : DOP_ERR_DEVICE_FAILED;
     return runtime_fail(ctx, st, "%s failed: %s", what, d);
 }
 
+dop_status runtime_fail_cu(const dop_context *ctx, CUresult r, const char *what)
+{
+    return fail_cu_with(ctx ? ctx->drv : NULL, ctx, r, what);
+}
+
 const char *dop_context_error(const dop_context *ctx)
 {
-    return t_err.ctx == ctx ? t_err.msg : "";
+    uint64_t id = ctx_id(ctx);
+    for (int i = 0; i < ERR_SLOTS; ++i)
+        if (t_err[i].stamp && t_err[i].id == id)
+            return t_err[i].msg;
+    return "";
 }
 
 unsigned dop_version(void)
@@ -169,6 +205,7 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
         return runtime_fail(NULL, DOP_ERR_OUT_OF_HOST_MEMORY, "dop_context_create: out of host memory");
     ctx->drv = drv;
     ctx->nvrtc = nv;
+    ctx->id = __atomic_add_fetch(&g_next_ctx_id, 1, __ATOMIC_RELAXED);
     ctx->log = opt->log;
     ctx->log_user = opt->log_user;
     ctx->log_level = opt->log_level;
@@ -178,7 +215,7 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     dop_device_info *in = &ctx->info;
     if ((r = drv->fn_cuDeviceGet(&ctx->dev, opt->device)) != CUDA_SUCCESS ||
         (r = drv->fn_cuDeviceGetName(in->name, (int)sizeof in->name, ctx->dev)) != CUDA_SUCCESS) {
-        st = runtime_fail_cu(NULL, r, "dop_context_create: cuDeviceGet");
+        st = fail_cu_with(drv, NULL, r, "dop_context_create: cuDeviceGet");
         goto fail;
     }
     in->ordinal = opt->device;
@@ -200,7 +237,7 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
         goto fail;
     }
     if ((r = drv->fn_cuDevicePrimaryCtxRetain(&ctx->cuctx, ctx->dev)) != CUDA_SUCCESS) {
-        st = runtime_fail_cu(NULL, r, "dop_context_create: cuDevicePrimaryCtxRetain");
+        st = fail_cu_with(drv, NULL, r, "dop_context_create: cuDevicePrimaryCtxRetain");
         if (st == DOP_ERR_DEVICE_FAILED)
             st = DOP_ERR_UNAVAILABLE;
         ctx->cuctx = NULL;
@@ -234,8 +271,9 @@ void dop_context_destroy(dop_context *ctx)
     if (ctx->cuctx)
         ctx->drv->fn_cuDevicePrimaryCtxRelease(ctx->dev);
     pthread_mutex_destroy(&ctx->lock);
-    if (t_err.ctx == ctx)
-        t_err.ctx = NULL;
+    for (int i = 0; i < ERR_SLOTS; ++i) /* this thread's message for ctx; ids are never reused */
+        if (t_err[i].stamp && t_err[i].id == ctx->id)
+            t_err[i].stamp = 0;
     free(ctx);
 }
 
@@ -471,8 +509,8 @@ dop_status dop_adapter_table_update(dop_adapter_table *t, int32_t first_slot, in
                             !t ? "table" : "entries");
     dop_context *ctx = t->ctx;
     if (first_slot < 0 || count <= 0 || first_slot > t->num_slots - count)
-        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slots %d..%d outside the table's 0..%d", fn,
-                            first_slot, first_slot + count - 1, t->num_slots - 1);
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: slots %d..%lld outside the table's 0..%d", fn,
+                            first_slot, (long long)first_slot + count - 1, t->num_slots - 1);
     int32_t n = count * t->num_slices, total = t->num_slots * t->num_slices;
     dop_status st = check_entries(ctx, fn, entries, n, first_slot, t->num_slices);
     if (st)
@@ -508,4 +546,75 @@ void dop_adapter_table_destroy(dop_adapter_table *t)
     }
     free(t->host);
     free(t);
+}
+
+/* ---- parallel preparation ---------------------------------------------------- */
+
+typedef struct prep_job {
+    dop_context *ctx;
+    kernels_dtype dtype;
+    int max_rank;
+    const search_schedule *list;
+    int n;
+    int next; /* guarded by lock */
+    pthread_mutex_t lock;
+    dop_status status;
+    char message[1024];
+} prep_job;
+
+static void *prep_worker(void *arg)
+{
+    prep_job *j = arg;
+    bool pushed;
+    if (runtime_enter(j->ctx, &pushed) != DOP_OK)
+        return NULL;
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        int i = j->next < j->n ? j->next++ : -1;
+        pthread_mutex_unlock(&j->lock);
+        if (i < 0)
+            break;
+        const runtime_kernel *k;
+        dop_status st = runtime_kernel_get(j->ctx, j->dtype, j->max_rank, &j->list[i], &k);
+        if (st != DOP_OK) {
+            pthread_mutex_lock(&j->lock);
+            if (j->status == DOP_OK) {
+                j->status = st;
+                snprintf(j->message, sizeof j->message, "%s", dop_context_error(j->ctx));
+            }
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+    runtime_leave(j->ctx, pushed);
+    return NULL;
+}
+
+dop_status runtime_kernels_prepare(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *list,
+                                   int n, int threads)
+{
+    prep_job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = ctx;
+    j.dtype = dtype;
+    j.max_rank = max_rank;
+    j.list = list;
+    j.n = n;
+    pthread_mutex_init(&j.lock, NULL);
+    if (threads < 1)
+        threads = 1;
+    if (threads > 64)
+        threads = 64;
+    pthread_t tid[64];
+    int started = 0;
+    for (int i = 0; i < threads; ++i)
+        if (pthread_create(&tid[started], NULL, prep_worker, &j) == 0)
+            started++;
+    if (started == 0)
+        prep_worker(&j);
+    for (int i = 0; i < started; ++i)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    if (j.status != DOP_OK)
+        return runtime_fail(ctx, j.status, "%s", j.message);
+    return DOP_OK;
 }

@@ -36,6 +36,7 @@
     X(cuMemcpyDtoH)                                                                                                \
     X(cuMemcpyDtoD)                                                                                                \
     X(cuMemcpyHtoDAsync)                                                                                           \
+    X(cuMemcpyDtoDAsync)                                                                                           \
     X(cuMemsetD8)                                                                                                  \
     X(cuMemsetD16)                                                                                                 \
     X(cuMemsetD32Async)                                                                                            \

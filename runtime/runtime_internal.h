@@ -32,6 +32,7 @@ typedef struct runtime_kernel {
 } runtime_kernel;
 
 struct dop_context {
+    uint64_t id; /* unique in the process, keys the thread-local error messages */
     const runtime_driver *drv;
     const runtime_nvrtc *nvrtc;
     CUdevice dev;
@@ -68,6 +69,11 @@ void runtime_leave(dop_context *ctx, bool pushed);
 /* Finds or compiles + loads the module for (dtype, max_rank, schedule). */
 dop_status runtime_kernel_get(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,
                               const runtime_kernel **out);
+
+/* Compiles and loads the modules of n schedules with up to `threads` threads
+ * (NVRTC is thread-safe); those already loaded are skipped. */
+dop_status runtime_kernels_prepare(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *list,
+                                   int n, int threads);
 
 /* Writes an adapter table's SoA device image (u64 A, u64 B, i32 rank, f32 scale) into buf. */
 void runtime_pack_adapters(const dop_lora_adapter *e, int32_t n, void *buf);

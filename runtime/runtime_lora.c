@@ -353,10 +353,10 @@ static dop_status check_layout(const dop_context *ctx, const char *fn, const dop
                 return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
                                     "%s: layout device arrays given without layout->dev_seg_indptr", fn);
             if ((int64_t)l->num_segments * 2 + 1 > (int64_t)c->num_rows * 4 + 4)
-                return runtime_fail(ctx, DOP_ERR_WORKSPACE_TOO_SMALL,
-                                    "%s: %d segments do not fit the workspace's layout area (at most %d without "
-                                    "device copies)",
-                                    fn, l->num_segments, 2 * c->num_rows + 1);
+                return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT,
+                                    "%s: %d segments for %d rows: without device copies a layout may have at most "
+                                    "2 * num_rows + 1 segments (give dev_seg_indptr for more)",
+                                    fn, l->num_segments, c->num_rows);
             out->upload = true;
         }
         out->num_segments = l->num_segments;
@@ -413,18 +413,16 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         out->rows = (uint8_t)pow2_floor(num_rows);
         if (out->rows < num_rows)
             out->rows *= 2;
-        out->warps = 8;
-        out->kc = 512;
+        out->warps = 16;
+        out->kc = (uint16_t)(32 * out->vec * 16);
         out->cols = 256;
         out->split_k = 1;
-        if (!search_schedule_legal(out, max_rank, NULL, 0))
-            out->kc = 256;
         return;
     }
     out->sketch = SEARCH_SKETCH_SPLIT;
     out->rows = (uint8_t)pow2_floor(mean < 1 ? 1 : mean > 16 ? 16 : mean);
-    out->warps = 4;
-    out->kc = 256;
+    out->warps = 8;
+    out->kc = (uint16_t)(32 * out->vec * 4);
     out->cols = 128;
     int row_tiles = (num_rows + out->rows - 1) / out->rows;
     int want = (2 * (dev ? dev->sm_count : 108) + row_tiles * num_slices - 1) / (row_tiles * num_slices);
@@ -527,6 +525,16 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     bool pushed;
     if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
         return st;
+    if (l.upload || w.upload) { /* before any compile: a refused call does no work */
+        CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+        if (ctx->drv->fn_cuStreamIsCapturing((CUstream)a->stream, &cs) == CUDA_SUCCESS &&
+            cs != CU_STREAM_CAPTURE_STATUS_NONE) {
+            st = runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                              "%s: the stream is capturing a graph, so the %s must be given as device copies", fn,
+                              l.upload ? "layout" : "weights");
+            goto out;
+        }
+    }
     const runtime_kernel *k;
     if ((st = runtime_kernel_get(ctx, c.dtype, c.max_rank, &sched, &k)) != DOP_OK)
         goto out;
@@ -563,16 +571,6 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     kp.uniform_scale = w.uniform_scale;
 
     if (l.upload || w.upload) {
-        int capturing = 0;
-        CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
-        if (ctx->drv->fn_cuStreamIsCapturing((CUstream)a->stream, &cs) == CUDA_SUCCESS)
-            capturing = cs != CU_STREAM_CAPTURE_STATUS_NONE;
-        if (capturing) {
-            st = runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
-                              "%s: the stream is capturing a graph, so the %s must be given as device copies", fn,
-                              l.upload ? "layout" : "weights");
-            goto out;
-        }
         size_t bytes = ws.w_off + ws.w_size - ws.meta_off;
         unsigned char *img = calloc(1, bytes);
         if (!img) {

@@ -2,9 +2,9 @@
  * search_schedule.c -- legality rules of the schedule space.
  *
  * The rules mirror what kernels/kernels_lora.cu needs: the row mask is a
- * 32-bit word (rows <= 32), the K tile is a whole number of warp-wide vector
- * loads, and the static shared memory of the largest entry point (x tile,
- * fp32 intermediate, row grouping) stays under 48 KiB.
+ * 32-bit word (rows <= 32), the K step of a warp is a whole number (1..16)
+ * of warp-wide vector loads per lane, and the static shared memory (fp32
+ * intermediate, row grouping) stays under 48 KiB.
  *
  * Only rows, warps, vec, kc and cols shape the generated source; the sketch
  * chooses which entry points run and split_k is a launch parameter, so
@@ -15,6 +15,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static bool is_pow2_in(unsigned v, unsigned lo, unsigned hi)
 {
@@ -23,11 +24,9 @@ static bool is_pow2_in(unsigned v, unsigned lo, unsigned hi)
 
 size_t search_schedule_smem(const search_schedule *s, int max_rank)
 {
-    size_t tile = (size_t)s->rows * 12 + 4;             /* struct dop_tile */
-    size_t x = (size_t)s->rows * s->kc * 2;            /* staged x, 16-bit elements */
+    size_t tile = (size_t)s->rows * 36 + 8;            /* struct dop_tile */
     size_t v = (size_t)s->rows * (size_t)max_rank * 4; /* fp32 intermediate */
-    /* every module holds all three entry points; the fused one needs the most */
-    return tile + x + v;
+    return tile + v;
 }
 
 static bool fail(char *why, size_t len, const char *fmt, ...)
@@ -55,8 +54,8 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "warps per CTA %u is not a power of two in 1..16", s->warps);
     if (!is_pow2_in(s->vec, 1, 8))
         return fail(why, why_len, "vector width %u is not 1, 2, 4 or 8", s->vec);
-    if (s->kc == 0 || s->kc % (32u * s->vec) != 0 || s->kc > 4096)
-        return fail(why, why_len, "K tile %u is not a multiple of 32 * vec (%u) up to 4096", s->kc, 32u * s->vec);
+    if (s->kc == 0 || s->kc % (32u * s->vec) != 0 || s->kc > 16u * 32u * s->vec)
+        return fail(why, why_len, "K step %u is not 1..16 times 32 * vec (%u)", s->kc, 32u * s->vec);
     if (s->cols == 0 || s->cols > 4096)
         return fail(why, why_len, "output columns per CTA %u not in 1..4096", s->cols);
     if (s->split_k == 0 || s->split_k > 64)
@@ -86,4 +85,36 @@ search_schedule search_schedule_module_key(const search_schedule *s)
     k.sketch = SEARCH_SKETCH_SPLIT;
     k.split_k = 1;
     return k;
+}
+
+int search_schedule_parse(const char *text, search_schedule *out)
+{
+    char sk[16];
+    unsigned rows, warps, vec, kc, split, cols;
+    int used = 0;
+    if (!text || !out)
+        return -1;
+    if (sscanf(text, " %15s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u %n", sk, &rows, &warps, &vec, &kc, &split,
+               &cols, &used) != 7 ||
+        text[used] != '\0')
+        return -1;
+    search_schedule s;
+    memset(&s, 0, sizeof s);
+    s.version = SEARCH_SCHEDULE_VERSION;
+    if (!strcmp(sk, "split"))
+        s.sketch = SEARCH_SKETCH_SPLIT;
+    else if (!strcmp(sk, "fused"))
+        s.sketch = SEARCH_SKETCH_FUSED;
+    else
+        return -1;
+    if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)
+        return -1;
+    s.rows = (uint8_t)rows;
+    s.warps = (uint8_t)warps;
+    s.vec = (uint8_t)vec;
+    s.kc = (uint16_t)kc;
+    s.split_k = (uint8_t)split;
+    s.cols = (uint16_t)cols;
+    *out = s;
+    return 0;
 }

@@ -26,7 +26,7 @@ typedef struct search_schedule {
     uint8_t warps;     /* warps per CTA: 1, 2, 4, 8, 16 */
     uint8_t vec;       /* elements per vector load along d_in: 1, 2, 4, 8 */
     uint8_t split_k;   /* CTAs sharing one row tile's d_in (SPLIT only; 1 for FUSED) */
-    uint16_t kc;       /* K tile staged in shared memory, multiple of 32 * vec */
+    uint16_t kc;       /* K elements a warp covers per loop step: 32 lanes x vec x 1..16 loads in flight */
     uint16_t cols;     /* output columns per CTA */
     uint16_t reserved; /* zero */
 } search_schedule;
@@ -49,5 +49,8 @@ search_schedule search_schedule_module_key(const search_schedule *s);
 
 /* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256"; returns snprintf's result. */
 int search_schedule_format(const search_schedule *s, char *buf, size_t len);
+
+/* Inverse of search_schedule_format (legality is not checked). 0 on success, -1 on bad text. */
+int search_schedule_parse(const char *text, search_schedule *out);
 
 #endif

@@ -189,15 +189,15 @@ static void test_codegen_rejects(void **state)
     expect_reject(&s, KERNELS_F16, 16, "version");
     s = ok;
     s.kc = 100;
-    expect_reject(&s, KERNELS_BF16, 16, "K tile");
+    expect_reject(&s, KERNELS_BF16, 16, "K step");
     s = ok;
     s.sketch = SEARCH_SKETCH_FUSED; /* with split_k 4 */
     expect_reject(&s, KERNELS_F16, 16, "fused");
     s = ok;
     s.reserved = 2;
     expect_reject(&s, KERNELS_F16, 16, "reserved");
-    s = make(SEARCH_SKETCH_SPLIT, 32, 4, 8, 2048, 1, 128);
-    expect_reject(&s, KERNELS_F16, 16, "shared memory");
+    s = make(SEARCH_SKETCH_SPLIT, 32, 4, 1, 1024, 1, 128); /* 32 single-element loads per lane: too many */
+    expect_reject(&s, KERNELS_F16, 16, "K step");
     expect_reject(&ok, KERNELS_F16, 0, "max_rank");
     expect_reject(&ok, KERNELS_F16, 129, "max_rank");
     expect_reject(&ok, (kernels_dtype)0, 16, "dtype");
@@ -243,18 +243,18 @@ static const sample samples[] = {
     {SPLIT, 1, 1, 1, 32, 1, 1, F16, 8},          /* the smallest everything */
     {FUSED, 2, 2, 2, 64, 1, 32, BF16, 8},
     {SPLIT, 4, 16, 4, 128, 2, 512, F16, 64},
-    {FUSED, 16, 4, 8, 1024, 1, 128, BF16, 128},  /* 41156 bytes of shared memory */
+    {FUSED, 16, 4, 8, 1024, 1, 128, BF16, 128},
     {SPLIT, 32, 16, 8, 256, 64, 4096, F16, 128}, /* the largest rows, warps, split, cols */
     {FUSED, 32, 8, 4, 512, 1, 64, BF16, 64},     /* 41348 bytes of shared memory */
     {SPLIT, 16, 2, 2, 192, 3, 100, BF16, 16},
     {FUSED, 8, 16, 1, 96, 1, 1024, F16, 128},
-    {SPLIT, 2, 8, 4, 4096, 1, 256, F16, 64},     /* the largest K tile */
+    {SPLIT, 2, 8, 8, 4096, 1, 256, F16, 64},     /* the largest K step */
     {FUSED, 4, 1, 8, 256, 1, 2048, BF16, 128},
     {SPLIT, 1, 16, 8, 2048, 8, 64, BF16, 8},
     {FUSED, 1, 4, 2, 128, 1, 4096, F16, 16},
     {SPLIT, 32, 1, 1, 32, 1, 32, BF16, 16},
     {FUSED, 8, 2, 4, 384, 1, 192, F16, 8},
-    {SPLIT, 4, 8, 1, 1024, 16, 96, BF16, 128},
+    {SPLIT, 4, 8, 1, 512, 16, 96, BF16, 128},
     {FUSED, 32, 16, 2, 64, 1, 256, F16, 128},
     {SPLIT, 16, 8, 8, 512, 3, 512, F16, 64},
     {FUSED, 2, 16, 8, 256, 1, 128, BF16, 64},

@@ -101,7 +101,9 @@ static void test_legal_typical(void **state)
     expect_legal(&s, 1);
     s = make(SEARCH_SKETCH_SPLIT, 32, 16, 8, 256, 64, 4096); /* largest rows, warps, split, cols */
     expect_legal(&s, 128);
-    s = make(SEARCH_SKETCH_SPLIT, 1, 4, 1, 4096, 2, 64); /* largest K tile */
+    s = make(SEARCH_SKETCH_SPLIT, 1, 4, 8, 4096, 2, 64); /* largest K step: 16 loads of 8 per lane */
+    expect_legal(&s, 128);
+    s = make(SEARCH_SKETCH_SPLIT, 1, 4, 1, 512, 2, 64); /* ... and of single elements */
     expect_legal(&s, 128);
     s = make(SEARCH_SKETCH_SPLIT, 2, 2, 2, 64, 3, 100); /* split_k and cols need not be powers of 2 */
     expect_legal(&s, 7);
@@ -160,13 +162,13 @@ static void test_illegal_fields(void **state)
     const struct {
         unsigned vec, kc;
     } bad_kc[] = {{1, 0}, {8, 0}, {1, 16}, {1, 48}, {2, 32}, {2, 96}, {4, 64}, {4, 192}, {8, 128},
-                  {8, 384}, {8, 300}, {1, 4128}, {8, 4352}, {1, 65504}};
+                  {8, 384}, {8, 300}, {1, 544}, {2, 1088}, {4, 2176}, {1, 4128}, {8, 4352}, {1, 65504}};
     for (size_t i = 0; i < sizeof bad_kc / sizeof bad_kc[0]; ++i) {
         s = typical_split();
         s.rows = 1;
         s.vec = (uint8_t)bad_kc[i].vec;
         s.kc = (uint16_t)bad_kc[i].kc;
-        expect_illegal(&s, 16, "K tile");
+        expect_illegal(&s, 16, "K step");
     }
 
     s = typical_split();
@@ -202,11 +204,7 @@ static void test_illegal_fields(void **state)
     expect_illegal(&s, -1, "max_rank");
     expect_illegal(&s, 1 << 20, "max_rank");
 
-    /* shared memory */
-    s = make(SEARCH_SKETCH_SPLIT, 32, 4, 8, 1024, 1, 128); /* 64 KiB of x tile alone */
-    expect_illegal(&s, 16, "shared memory");
-    s = make(SEARCH_SKETCH_FUSED, 16, 4, 8, 2048, 1, 128);
-    expect_illegal(&s, 1, "shared memory");
+    /* shared memory: the largest tile of the space fits (17.5 KiB), see test_smem */
 
     /* NULL schedule */
     char why[128] = "";
@@ -233,25 +231,24 @@ static void test_reason_truncated(void **state)
 static void test_smem(void **state)
 {
     (void)state;
-    /* tile (12 bytes a row + 4) + x tile (2 bytes an element) + fp32 intermediate */
+    /* row grouping (36 bytes a row + 8) + fp32 intermediate; no staging of x */
     search_schedule s = make(SEARCH_SKETCH_SPLIT, 8, 4, 8, 256, 1, 128);
-    assert_int_equal(search_schedule_smem(&s, 16), 8 * 12 + 4 + 8 * 256 * 2 + 8 * 16 * 4);
+    assert_int_equal(search_schedule_smem(&s, 16), 8 * 36 + 8 + 8 * 16 * 4);
     s = make(SEARCH_SKETCH_FUSED, 1, 1, 1, 32, 1, 1);
-    assert_int_equal(search_schedule_smem(&s, 1), 12 + 4 + 64 + 4);
-    /* the limit is exact: rows 32, kc 512 fits max_rank 124 (49028 bytes), not 125 (49156) */
-    s = make(SEARCH_SKETCH_SPLIT, 32, 4, 8, 512, 1, 128);
-    assert_int_equal(search_schedule_smem(&s, 124), 49028);
-    assert_int_equal(search_schedule_smem(&s, 125), 49156);
-    expect_legal(&s, 124);
-    expect_illegal(&s, 125, "shared memory");
+    assert_int_equal(search_schedule_smem(&s, 1), 36 + 8 + 4);
+    /* the largest tile of the space: 32 rows at rank 128 */
+    s = make(SEARCH_SKETCH_SPLIT, 32, 16, 8, 4096, 1, 4096);
+    assert_int_equal(search_schedule_smem(&s, 128), 32 * 36 + 8 + 32 * 128 * 4);
+    expect_legal(&s, 128);
     /* every legal schedule is within the limit */
     for (unsigned rows = 1; rows <= 32; rows *= 2)
-        for (unsigned kc = 32; kc <= 4096; kc += 32)
-            for (int r = 1; r <= 128; r += 9) {
-                s = make(SEARCH_SKETCH_SPLIT, rows, 4, 1, kc, 1, 128);
-                bool legal = search_schedule_legal(&s, r, NULL, 0);
-                assert_int_equal(legal, search_schedule_smem(&s, r) <= SEARCH_STATIC_SMEM_LIMIT);
-            }
+        for (unsigned vec = 1; vec <= 8; vec *= 2)
+            for (unsigned kc = 32 * vec; kc <= 512 * vec; kc += 32 * vec)
+                for (int r = 1; r <= 128; r += 9) {
+                    s = make(SEARCH_SKETCH_SPLIT, rows, 4, vec, kc, 1, 128);
+                    assert_true(search_schedule_legal(&s, r, NULL, 0));
+                    assert_true(search_schedule_smem(&s, r) <= SEARCH_STATIC_SMEM_LIMIT);
+                }
 }
 
 static void test_module_key(void **state)
