@@ -435,6 +435,7 @@ int main(int argc, char **argv)
                     runtime_case_launch(ctx, cd);
                     if (runtime_case_verify(ctx, cd, &res) != DOP_OK || !res.ok) {
                         vres = " VERIFY-FAILED";
+                        fprintf(stderr, "verify failed: %s\n", res.message);
                         nfail++;
                     } else {
                         vres = " verified";

@@ -403,6 +403,9 @@ dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_c
         }
         CK(dupload(d, &cd->da, &cd->dv, cd->vf, (size_t)n * cd->ldv * sizeof *cd->vf));
     }
+    /* copies from pageable memory may return before their DMA lands, and the case's
+     * stream does not wait for the legacy stream they ran on */
+    CK(d->fn_cuCtxSynchronize());
     goto done;
 oom:
     st = runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "check: out of host memory");
@@ -445,6 +448,7 @@ dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd)
     CK(d->fn_cuMemcpyHtoD(cd->dy, cd->y0, (size_t)cd->c.num_rows * cd->dout_total * 2));
     if (cd->dv)
         CK(d->fn_cuMemcpyHtoD(cd->dv, cd->vf, (size_t)cd->c.num_rows * cd->ldv * sizeof *cd->vf));
+    CK(d->fn_cuCtxSynchronize()); /* see runtime_case_setup */
 done:
     runtime_leave(ctx, pushed);
     return st;

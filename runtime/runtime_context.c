@@ -487,6 +487,10 @@ dop_status dop_adapter_table_create(dop_context *ctx, int32_t num_slots, int32_t
         st = runtime_fail_cu(ctx, r, "dop_adapter_table_create: cuMemAlloc");
     } else if ((r = ctx->drv->fn_cuMemcpyHtoD(t->dev, img, bytes)) != CUDA_SUCCESS) {
         st = runtime_fail_cu(ctx, r, "dop_adapter_table_create: cuMemcpyHtoD");
+    } else if ((r = ctx->drv->fn_cuStreamSynchronize(NULL)) != CUDA_SUCCESS) {
+        /* a copy from pageable memory may return before its DMA lands; kernels on
+         * non-blocking streams would not wait for it */
+        st = runtime_fail_cu(ctx, r, "dop_adapter_table_create: cuStreamSynchronize");
     }
     runtime_leave(ctx, pushed);
     if (st)

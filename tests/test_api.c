@@ -348,7 +348,7 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
         assert_int_equal(l->grid[2], (unsigned)s->num_slices);
         if (kind == FK_SHRINK) {
             assert_int_equal(l->grid[1], sc.split_k);
-            assert_int_equal(l->kp.k_per_cta % sc.kc, 0);
+            assert_int_equal(l->kp.k_per_cta % (32 * sc.vec), 0);
             assert_int_equal(l->grid[1], cdiv(s->d_in, l->kp.k_per_cta));
         } else {
             assert_int_equal(l->grid[1], cdiv(max_dout, sc.cols));

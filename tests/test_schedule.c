@@ -354,8 +354,8 @@ static void check_pick(const dop_device_info *dev, runtime_op op, int num_rows, 
     bool vec_ok = s.vec != 0 && d_in % s.vec == 0;
     bool sketch_ok = op == RUNTIME_OP_APPLY || s.sketch == SEARCH_SKETCH_SPLIT;
     bool split_ok = op != RUNTIME_OP_EXPAND || s.split_k == 1;
-    /* no K split without work: split_k CTAs of whole K tiles cover d_in */
-    bool k_ok = (int)s.split_k <= (d_in + s.kc - 1) / (s.kc ? s.kc : 1);
+    /* no K split without work: each of split_k CTAs gets at least one warp-wide load of K */
+    bool k_ok = (int)s.split_k <= (d_in + 32 * s.vec - 1) / (32 * s.vec);
     if (!ok || !vec_ok || !sketch_ok || !split_ok || !k_ok) {
         char txt[128];
         search_schedule_format(&s, txt, sizeof txt);
@@ -427,17 +427,20 @@ static void test_pick_shape(void **state)
     (void)state;
     runtime_layout_summary sum = {1, 1, 1, 1};
     search_schedule s;
-    for (int n = 1; n <= 4; ++n) {
+    for (int n = 1; n <= 8; ++n) { /* decode batches up to 8 at rank <= 16: one fused launch */
         sum.rows_with_adapter = sum.longest = n;
         runtime_pick_schedule(NULL, RUNTIME_OP_APPLY, n, 4096, 1, 16, &sum, &s);
         assert_int_equal(s.sketch, SEARCH_SKETCH_FUSED);
         assert_int_equal(s.split_k, 1);
-        assert_true(s.rows >= n);
         assert_int_equal(s.vec, 8);
     }
-    sum.rows_with_adapter = sum.longest = 5;
-    runtime_pick_schedule(NULL, RUNTIME_OP_APPLY, 5, 4096, 1, 16, &sum, &s);
+    sum.rows_with_adapter = sum.longest = 9;
+    runtime_pick_schedule(NULL, RUNTIME_OP_APPLY, 9, 4096, 1, 16, &sum, &s);
     assert_int_equal(s.sketch, SEARCH_SKETCH_SPLIT);
+    sum.rows_with_adapter = sum.longest = 4;
+    runtime_pick_schedule(NULL, RUNTIME_OP_APPLY, 4, 4096, 1, 64, &sum, &s);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_SPLIT); /* rank 64: A too large to re-read per column tile */
+    sum.rows_with_adapter = sum.longest = 5;
     runtime_pick_schedule(NULL, RUNTIME_OP_SHRINK, 1, 4096, 1, 16, &sum, &s);
     assert_int_equal(s.sketch, SEARCH_SKETCH_SPLIT);
     runtime_pick_schedule(NULL, RUNTIME_OP_EXPAND, 1, 4096, 1, 16, &sum, &s);

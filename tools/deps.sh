@@ -2,7 +2,7 @@
 # Installs what dop needs to build and test (Debian/Ubuntu), if missing.
 # The CUDA toolkit (headers, libnvrtc) must already be there: it is not an apt package here.
 set -euo pipefail
-pkgs=(cmake gcc make pkg-config libcmocka-dev liblmdb-dev libxxhash-dev)
+pkgs=(cmake gcc make pkg-config libcmocka-dev liblmdb-dev libxxhash-dev clang libclang-rt-14-dev)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if ((${#need[@]})); then

@@ -10,6 +10,7 @@
  *                                 run the kernels on this machine's GPU against the
  *                                 CPU reference on the workload grid
  *   dop selftest                  `check --quick` with a GPU, `jit --gpu h200` without
+ *   dop cache ...                 the persistent cache (tools/dop_cache_cmd.c)
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "dop.h"
+#include "dop_cache_cmd.h"
 #include "kernels_codegen.h"
 #include "runtime_check.h"
 #include "runtime_internal.h"
@@ -43,7 +45,9 @@ static void usage(FILE *f)
                "                                       compile the dispatched kernels of the workload grid for a GPU\n"
                "                                       (no GPU needed); GPUs: a100-80gb h100-sxm h200 l40s rtx-4090\n"
                "  check [--quick] [--seed N]           run the kernels on this GPU against the CPU reference\n"
-               "  selftest                             check --quick with a GPU, jit --gpu h200 without\n");
+               "  selftest                             check --quick with a GPU, jit --gpu h200 without\n"
+               "  cache path|ls|stats|export|import|merge|verify|prune\n"
+               "                                       the persistent cache (dop cache help)\n");
 }
 
 static const gpu_profile *find_profile(const char *name)
@@ -304,6 +308,8 @@ int main(int argc, char **argv)
         return cmd_jit(argc - 2, argv + 2);
     if (!strcmp(cmd, "check"))
         return cmd_check(argc - 2, argv + 2);
+    if (!strcmp(cmd, "cache"))
+        return dop_cache_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "selftest")) {
         dop_context *ctx;
         if (dop_context_create(NULL, &ctx) == DOP_OK) {

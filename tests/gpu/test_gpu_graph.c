@@ -138,6 +138,7 @@ static void replay_case(int use_segments)
     CU(d->fn_cuMemcpyHtoD(dind, indptr, 8));
     CU(d->fn_cuMemcpyHtoD(dsl, segslot, 4));
     CU(d->fn_cuMemcpyHtoD(dcnt, &nseg, 4));
+    CU(d->fn_cuCtxSynchronize()); /* pageable copies may return before their DMA lands */
     assert_int_equal(dop_lora_apply(g_ctx, &shape, &lay, &wt, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
                                     (void *)(uintptr_t)dws, ws, (dop_stream)stream),
                      DOP_OK);
@@ -207,6 +208,7 @@ static void replay_case(int use_segments)
             CU(d->fn_cuMemcpyHtoD(drows, rows, sizeof rows));
         }
         CU(d->fn_cuMemcpyHtoD(dy, y0, (size_t)ROWS * width * 2));
+        CU(d->fn_cuCtxSynchronize()); /* the graph's stream does not wait for these copies */
         CU(d->fn_cuGraphLaunch(exec, stream));
         CU(d->fn_cuStreamSynchronize(stream));
         CU(d->fn_cuMemcpyDtoH(y, dy, (size_t)ROWS * width * 2));

@@ -218,6 +218,30 @@ static void test_forced_schedules(void **state)
     assert_int_equal(fails, 0);
 }
 
+/* Cases that once failed, each run several times (a race shows as a moving error). */
+static void test_regressions(void **state)
+{
+    (void)state;
+    static const char *const scheds[] = {
+        "split rows=2 warps=8 vec=8 kc=1024 splitk=4 cols=256",
+        "split rows=1 warps=4 vec=8 kc=1024 splitk=3 cols=256",
+        "split rows=4 warps=8 vec=8 kc=1024 splitk=4 cols=256",
+    };
+    int fails = 0;
+    for (int rep = 0; rep < 3; ++rep)
+        for (int wl = 1; wl <= 3; ++wl)
+            for (size_t k = 0; k < sizeof scheds / sizeof scheds[0]; ++k) {
+                search_schedule s;
+                assert_int_equal(search_schedule_parse(scheds[k], &s), 0);
+                runtime_case c = base_case(DOP_DTYPE_F16, (runtime_workload)wl, 128, 4096, 4096, 16);
+                c.device_copies = 1;
+                c.force = rep == 2 ? NULL : &s;
+                c.seed = 1000 + (uint64_t)(wl * 10 + (int)k);
+                run(&c, "regress", &fails);
+            }
+    assert_int_equal(fails, 0);
+}
+
 int main(void)
 {
     dop_status st = dop_context_create(NULL, &g_ctx);
@@ -234,6 +258,7 @@ int main(void)
     printf("device: %s (sm_%d%d, %d SMs), driver %d, NVRTC %d.%d\n", in.name, in.cc_major, in.cc_minor, in.sm_count,
            in.driver_version, in.nvrtc_major, in.nvrtc_minor);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_regressions),
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_ranks_and_sizes),
         cmocka_unit_test(test_slices),
