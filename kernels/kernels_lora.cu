@@ -158,12 +158,11 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
             const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
             int rend = min(row0 + DOP_ROWS, p.num_rows);
             for (int i = tid; i < nseg; i += DOP_THREADS) {
+                /* the three loads are independent: one memory round trip */
                 int a = max(indptr[i], row0), b = min(indptr[i + 1], rend);
-                if (a < b) {
-                    int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
-                    for (int r = a; r < b; ++r)
-                        t.slot[r - row0] = s;
-                }
+                int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
+                for (int r = a; r < b; ++r)
+                    t.slot[r - row0] = s;
             }
         }
     }
