@@ -205,7 +205,12 @@ static int run_sweep(dop_context *ctx, CUstream stream, const int *layouts, int 
     int nc = sweep_candidates(cand, MAXC);
     kernels_dtype kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
     for (int ri = 0; ri < nranks; ++ri) {
-        if (runtime_kernels_prepare(ctx, kd, ranks[ri], cand, nc, 16) != DOP_OK) {
+        runtime_module_req *req = calloc((size_t)nc, sizeof *req);
+        for (int i = 0; i < nc; ++i)
+            req[i] = (runtime_module_req){kd, ranks[ri], cand[i]};
+        dop_status st = runtime_kernels_prepare(ctx, req, nc, 16);
+        free(req);
+        if (st != DOP_OK) {
             fprintf(stderr, "prepare: %s\n", dop_context_error(ctx));
             return 1;
         }

@@ -19,10 +19,15 @@
  * layout), fp16 or bf16 like x and y. Ranks may differ per adapter (no padding
  * of the weights); rows whose adapter is -1 are left untouched.
  *
- * At call time dop inspects the host-side copy of the batch layout, picks a
- * kernel schedule for it, JIT-compiles that schedule with NVRTC for the exact
- * architecture of the device (once per schedule and context), and launches it
- * on the caller's stream.
+ * At call time dop inspects the host-side copy of the batch layout, reduces it
+ * to a layout class, and looks the (shape, layout class, GPU) up: in the
+ * context's table, then in the persistent cache (an LMDB file, shared between
+ * processes and machines; `dop warm` fills it offline), else it picks a
+ * schedule itself. The schedule's kernel comes from the context, else from
+ * the cache's compiled cubins, else NVRTC compiles it for the device's exact
+ * architecture -- in a background thread while a generic kernel, ready since
+ * context creation, serves the call (DOP_CONTEXT_WAIT_FOR_COMPILE waits
+ * instead). Kernels run on the caller's stream.
  *
  * THREADING
  *
@@ -81,9 +86,13 @@
  *   an asynchronous copy from pageable memory. That is not allowed during
  *   stream capture: give device copies when capturing (DOP_ERR_INVALID_ARGUMENT
  *   otherwise).
- * - The first call with a new schedule compiles it with NVRTC (0.5 to 3 s on
- *   one CPU core) before launching. Make that first call before capturing a
- *   graph.
+ * - Context creation loads the generic kernels (fp16 and bf16) from the cache,
+ *   or compiles them (a few seconds on a cold machine).
+ * - A kernel compiled in the background replaces the generic one from the next
+ *   call on. For CUDA-graph capture, make the call once before capturing (with
+ *   DOP_CONTEXT_WAIT_FOR_COMPILE, or after the background compile finished),
+ *   so the graph holds the kernel chosen for the layout; either kernel is
+ *   correct for every layout.
  * - Invalid values found in device copies at run time (slot out of range,
  *   rank above max_rank) cannot be reported by a kernel: such rows are skipped
  *   and ranks are clamped, so no memory outside the described buffers is read.
@@ -168,12 +177,20 @@ DOP_API const char *dop_status_string(dop_status status);
 /* Context                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/** Flags of dop_context_options. */
+#define DOP_CONTEXT_WAIT_FOR_COMPILE 1u /**< a call whose kernel is not compiled yet waits for NVRTC */
+#define DOP_CONTEXT_NO_CACHE 2u         /**< do not open the persistent cache */
+#define DOP_CONTEXT_CACHE_READONLY 4u   /**< open the cache read-only (a shipped cache) */
+
 typedef struct dop_context_options {
     uint32_t struct_size;   /**< set by dop_context_options_init(); do not change */
     int device;             /**< CUDA device ordinal (default 0) */
     dop_log_fn log;         /**< optional; without it dop never prints */
     void *log_user;
     dop_log_level log_level;/**< messages above this level are dropped (default WARN) */
+    uint32_t flags;         /**< DOP_CONTEXT_* (default 0) */
+    const char *cache_path; /**< cache file; NULL: $DOP_CACHE_DIR/cache.mdb, else
+                                 $XDG_CACHE_HOME/dop/cache.mdb, else ~/.cache/dop/cache.mdb */
 } dop_context_options;
 
 /** Fills *opt with defaults. Call before setting fields. */
@@ -220,8 +237,14 @@ DOP_API dop_status dop_context_device_info(dop_context *ctx, dop_device_info *ou
 typedef struct dop_context_stats {
     uint64_t calls;               /**< successful apply/shrink/expand calls */
     uint64_t kernels_compiled;    /**< NVRTC compilations done by this context */
-    uint64_t kernels_loaded;      /**< modules loaded into the device */
+    uint64_t kernels_loaded;      /**< modules loaded into the device (compiled or from the cache) */
+    uint64_t cubins_from_cache;   /**< modules loaded from cubins found in the persistent cache */
+    uint64_t schedules_from_cache;/**< layout classes whose schedule came from the persistent cache */
+    uint64_t generic_calls;       /**< calls served by the generic kernel while theirs compiled */
+    uint64_t plans;               /**< (shape, layout class) entries in the in-process table */
     double compile_seconds;       /**< wall time spent in NVRTC */
+    int cache_open;               /**< 1 if the persistent cache is in use */
+    char cache_path[512];         /**< its file, or the reason it is not in use */
 } dop_context_stats;
 
 DOP_API dop_status dop_context_get_stats(dop_context *ctx, dop_context_stats *out);

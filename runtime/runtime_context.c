@@ -39,6 +39,18 @@ static void log_message(const dop_context *ctx, dop_log_level level, const char 
         ctx->log(ctx->log_user, level, msg);
 }
 
+void runtime_log(const dop_context *ctx, dop_log_level level, const char *fmt, ...)
+{
+    if (!ctx || !ctx->log || level > ctx->log_level)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_user, level, msg);
+}
+
 static char *err_slot(uint64_t id)
 {
     int victim = 0;
@@ -155,6 +167,9 @@ void runtime_leave(dop_context *ctx, bool pushed)
     }
 }
 
+static dop_status context_open_cache(dop_context *ctx, const dop_context_options *opt);
+static dop_status context_load_generic(dop_context *ctx);
+
 static int attr(const runtime_driver *d, CUdevice dev, CUdevice_attribute a, int *out)
 {
     return d->fn_cuDeviceGetAttribute(out, a, dev) == CUDA_SUCCESS ? 0 : -1;
@@ -179,6 +194,9 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     if ((unsigned)opt->log_level > DOP_LOG_DEBUG)
         return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: opt->log_level %d is unknown",
                             (int)opt->log_level);
+    if (opt->flags & ~(DOP_CONTEXT_WAIT_FOR_COMPILE | DOP_CONTEXT_NO_CACHE | DOP_CONTEXT_CACHE_READONLY))
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: unknown flags 0x%x in opt->flags",
+                            opt->flags);
 
     char why[512];
     const runtime_driver *drv = runtime_driver_load(why, sizeof why);
@@ -209,7 +227,13 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     ctx->log = opt->log;
     ctx->log_user = opt->log_user;
     ctx->log_level = opt->log_level;
+    ctx->flags = opt->flags;
     pthread_mutex_init(&ctx->lock, NULL);
+    if (!(ctx->plans = runtime_plans_new())) {
+        pthread_mutex_destroy(&ctx->lock);
+        free(ctx);
+        return runtime_fail(NULL, DOP_ERR_OUT_OF_HOST_MEMORY, "dop_context_create: out of host memory");
+    }
 
     dop_status st = DOP_OK;
     dop_device_info *in = &ctx->info;
@@ -243,10 +267,12 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
         ctx->cuctx = NULL;
         goto fail;
     }
-    char msg[300];
-    snprintf(msg, sizeof msg, "dop %s on %s (sm_%d%d, %d SMs), NVRTC %d.%d", dop_version_string(), in->name,
-             in->cc_major, in->cc_minor, in->sm_count, nv->major, nv->minor);
-    log_message(ctx, DOP_LOG_INFO, msg);
+    runtime_log(ctx, DOP_LOG_INFO, "dop %s on %s (sm_%d%d, %d SMs), NVRTC %d.%d", dop_version_string(), in->name,
+                in->cc_major, in->cc_minor, in->sm_count, nv->major, nv->minor);
+    if ((st = context_open_cache(ctx, opt)) != DOP_OK || (st = context_load_generic(ctx)) != DOP_OK)
+        goto fail;
+    if (!(ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE) && (st = runtime_compiler_start(ctx)) != DOP_OK)
+        goto fail;
     *out = ctx;
     return DOP_OK;
 fail:
@@ -254,10 +280,49 @@ fail:
     return st;
 }
 
+/* The persistent cache: a failure to open it is logged and dop goes on without. */
+static dop_status context_open_cache(dop_context *ctx, const dop_context_options *opt)
+{
+    if (opt->flags & DOP_CONTEXT_NO_CACHE) {
+        snprintf(ctx->stats.cache_path, sizeof ctx->stats.cache_path, "disabled (DOP_CONTEXT_NO_CACHE)");
+        return DOP_OK;
+    }
+    char why[512];
+    unsigned flags = (opt->flags & DOP_CONTEXT_CACHE_READONLY) ? CACHE_READONLY : CACHE_CREATE;
+    cache_status cs = cache_open(opt->cache_path, flags, &ctx->cache, why, sizeof why);
+    if (cs != CACHE_OK) {
+        ctx->cache = NULL;
+        snprintf(ctx->stats.cache_path, sizeof ctx->stats.cache_path, "not in use: %.480s", why);
+        runtime_log(ctx, DOP_LOG_WARN, "persistent cache not in use: %s", why);
+        return DOP_OK;
+    }
+    ctx->cache_readonly = (opt->flags & DOP_CONTEXT_CACHE_READONLY) != 0;
+    ctx->stats.cache_open = 1;
+    snprintf(ctx->stats.cache_path, sizeof ctx->stats.cache_path, "%s", cache_path(ctx->cache));
+    return DOP_OK;
+}
+
+/* The generic kernels, one per dtype, from the cache or compiled side by side. */
+static dop_status context_load_generic(dop_context *ctx)
+{
+    search_schedule g = runtime_generic_schedule(RUNTIME_OP_APPLY, 1, 4096, 1, ctx->info.sm_count);
+    runtime_module_req req[2] = {{KERNELS_F16, DOP_MAX_RANK, g}, {KERNELS_BF16, DOP_MAX_RANK, g}};
+    dop_status st = runtime_kernels_prepare(ctx, req, 2, 2);
+    bool pushed;
+    if (st == DOP_OK && (st = runtime_enter(ctx, &pushed)) == DOP_OK) {
+        st = runtime_kernel_get(ctx, KERNELS_F16, DOP_MAX_RANK, &g, &ctx->generic[0]);
+        if (st == DOP_OK)
+            st = runtime_kernel_get(ctx, KERNELS_BF16, DOP_MAX_RANK, &g, &ctx->generic[1]);
+        runtime_leave(ctx, pushed);
+    }
+    return st;
+}
+
 void dop_context_destroy(dop_context *ctx)
 {
     if (!ctx)
         return;
+    runtime_compiler_stop(ctx);
     bool pushed = false;
     bool entered = ctx->cuctx && runtime_enter(ctx, &pushed) == DOP_OK;
     for (int i = 0; i < ctx->nkernels; ++i) {
@@ -270,6 +335,8 @@ void dop_context_destroy(dop_context *ctx)
     free(ctx->kernels);
     if (ctx->cuctx)
         ctx->drv->fn_cuDevicePrimaryCtxRelease(ctx->dev);
+    runtime_plans_free(ctx->plans);
+    cache_close(ctx->cache);
     pthread_mutex_destroy(&ctx->lock);
     for (int i = 0; i < ERR_SLOTS; ++i) /* this thread's message for ctx; ids are never reused */
         if (t_err[i].stamp && t_err[i].id == ctx->id)
@@ -292,103 +359,6 @@ dop_status dop_context_get_stats(dop_context *ctx, dop_context_stats *out)
     pthread_mutex_lock(&ctx->lock);
     *out = ctx->stats;
     pthread_mutex_unlock(&ctx->lock);
-    return DOP_OK;
-}
-
-/* ---- kernel table ---------------------------------------------------------- */
-
-static runtime_kernel *kernel_find(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s)
-{
-    for (int i = 0; i < ctx->nkernels; ++i) {
-        runtime_kernel *k = ctx->kernels[i];
-        if (k->dtype == dtype && k->max_rank == max_rank && memcmp(&k->sched, s, sizeof *s) == 0)
-            return k;
-    }
-    return NULL;
-}
-
-dop_status runtime_kernel_get(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *sched,
-                              const runtime_kernel **out)
-{
-    search_schedule key = search_schedule_module_key(sched);
-    const search_schedule *s = &key;
-    pthread_mutex_lock(&ctx->lock);
-    runtime_kernel *k = kernel_find(ctx, dtype, max_rank, s);
-    pthread_mutex_unlock(&ctx->lock);
-    if (k) {
-        *out = k;
-        return DOP_OK;
-    }
-
-    char why[1024], name[128];
-    search_schedule_format(s, name, sizeof name);
-    char *src = NULL;
-    size_t len = 0;
-    if (kernels_codegen(s, dtype, max_rank, &src, &len, why, sizeof why) != 0)
-        return runtime_fail(ctx, DOP_ERR_INTERNAL, "code generation failed for [%s]: %s", name, why);
-    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
-    runtime_cubin cubin;
-    int rc = runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, 3, &cubin, why,
-                                 sizeof why);
-    free(src);
-    if (rc != 0)
-        return runtime_fail(ctx, DOP_ERR_COMPILE_FAILED, "compiling [%s]: %s", name, why);
-
-    k = calloc(1, sizeof *k);
-    if (!k) {
-        runtime_cubin_free(&cubin);
-        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "out of host memory");
-    }
-    k->dtype = dtype;
-    k->max_rank = max_rank;
-    k->sched = *s;
-    CUresult r = ctx->drv->fn_cuModuleLoadData(&k->module, cubin.data);
-    double secs = cubin.seconds;
-    runtime_cubin_free(&cubin);
-    if (r != CUDA_SUCCESS) {
-        free(k);
-        return runtime_fail_cu(ctx, r, "cuModuleLoadData");
-    }
-    if ((r = ctx->drv->fn_cuModuleGetFunction(&k->shrink, k->module, KERNELS_ENTRY_SHRINK)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->expand, k->module, KERNELS_ENTRY_EXPAND)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->fused, k->module, KERNELS_ENTRY_FUSED)) != CUDA_SUCCESS) {
-        ctx->drv->fn_cuModuleUnload(k->module);
-        free(k);
-        return runtime_fail_cu(ctx, r, "cuModuleGetFunction");
-    }
-
-    pthread_mutex_lock(&ctx->lock);
-    ctx->stats.kernels_compiled++;
-    ctx->stats.compile_seconds += secs;
-    runtime_kernel *other = kernel_find(ctx, dtype, max_rank, s);
-    if (!other && ctx->nkernels == ctx->kernels_cap) {
-        int cap = ctx->kernels_cap ? ctx->kernels_cap * 2 : 16;
-        runtime_kernel **grown = realloc(ctx->kernels, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&ctx->lock);
-            ctx->drv->fn_cuModuleUnload(k->module);
-            free(k);
-            return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "out of host memory for the kernel table");
-        }
-        ctx->kernels = grown;
-        ctx->kernels_cap = cap;
-    }
-    if (!other) {
-        ctx->kernels[ctx->nkernels++] = k;
-        ctx->stats.kernels_loaded++;
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    if (other) {
-        ctx->drv->fn_cuModuleUnload(k->module);
-        free(k);
-        k = other;
-    } else {
-        char msg[256];
-        snprintf(msg, sizeof msg, "compiled [%s] for sm_%d%d in %.0f ms", name, ctx->info.cc_major,
-                 ctx->info.cc_minor, secs * 1e3);
-        log_message(ctx, DOP_LOG_INFO, msg);
-    }
-    *out = k;
     return DOP_OK;
 }
 
@@ -552,73 +522,3 @@ void dop_adapter_table_destroy(dop_adapter_table *t)
     free(t);
 }
 
-/* ---- parallel preparation ---------------------------------------------------- */
-
-typedef struct prep_job {
-    dop_context *ctx;
-    kernels_dtype dtype;
-    int max_rank;
-    const search_schedule *list;
-    int n;
-    int next; /* guarded by lock */
-    pthread_mutex_t lock;
-    dop_status status;
-    char message[1024];
-} prep_job;
-
-static void *prep_worker(void *arg)
-{
-    prep_job *j = arg;
-    bool pushed;
-    if (runtime_enter(j->ctx, &pushed) != DOP_OK)
-        return NULL;
-    for (;;) {
-        pthread_mutex_lock(&j->lock);
-        int i = j->next < j->n ? j->next++ : -1;
-        pthread_mutex_unlock(&j->lock);
-        if (i < 0)
-            break;
-        const runtime_kernel *k;
-        dop_status st = runtime_kernel_get(j->ctx, j->dtype, j->max_rank, &j->list[i], &k);
-        if (st != DOP_OK) {
-            pthread_mutex_lock(&j->lock);
-            if (j->status == DOP_OK) {
-                j->status = st;
-                snprintf(j->message, sizeof j->message, "%s", dop_context_error(j->ctx));
-            }
-            pthread_mutex_unlock(&j->lock);
-        }
-    }
-    runtime_leave(j->ctx, pushed);
-    return NULL;
-}
-
-dop_status runtime_kernels_prepare(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *list,
-                                   int n, int threads)
-{
-    prep_job j;
-    memset(&j, 0, sizeof j);
-    j.ctx = ctx;
-    j.dtype = dtype;
-    j.max_rank = max_rank;
-    j.list = list;
-    j.n = n;
-    pthread_mutex_init(&j.lock, NULL);
-    if (threads < 1)
-        threads = 1;
-    if (threads > 64)
-        threads = 64;
-    pthread_t tid[64];
-    int started = 0;
-    for (int i = 0; i < threads; ++i)
-        if (pthread_create(&tid[started], NULL, prep_worker, &j) == 0)
-            started++;
-    if (started == 0)
-        prep_worker(&j);
-    for (int i = 0; i < started; ++i)
-        pthread_join(tid[i], NULL);
-    pthread_mutex_destroy(&j.lock);
-    if (j.status != DOP_OK)
-        return runtime_fail(ctx, j.status, "%s", j.message);
-    return DOP_OK;
-}

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache.h"
 #include "dop.h"
 #include "kernels_codegen.h"
 #include "runtime_driver.h"
@@ -31,8 +32,26 @@ typedef struct runtime_kernel {
     CUfunction shrink, expand, fused;
 } runtime_kernel;
 
+typedef struct runtime_compiler runtime_compiler;
+typedef struct runtime_plans runtime_plans;
+
+/* One entry of the plan table: a (shape, layout class, GPU) and its schedule. */
+typedef struct runtime_plan {
+    uint64_t hash;
+    unsigned char *key; /* NULL: free slot */
+    size_t key_len;
+    search_schedule sched;
+    const runtime_kernel *kernel; /* NULL until loaded */
+} runtime_plan;
+
 struct dop_context {
     uint64_t id; /* unique in the process, keys the thread-local error messages */
+    uint32_t flags;
+    cache_store *cache;  /* NULL: no persistent cache */
+    int cache_readonly;
+    runtime_compiler *compiler;
+    runtime_plans *plans;
+    const runtime_kernel *generic[2]; /* fp16, bf16 */
     const runtime_driver *drv;
     const runtime_nvrtc *nvrtc;
     CUdevice dev;
@@ -55,6 +74,10 @@ struct dop_adapter_table {
     CUdeviceptr dev;        /* u64 A[n] | u64 B[n] | i32 rank[n] | f32 scale[n] */
 };
 
+/* Sends a message to the context's log callback (if any, and if level passes). */
+void runtime_log(const dop_context *ctx, dop_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Records a failure (thread-local, tagged with ctx) and returns status. */
 dop_status runtime_fail(const dop_context *ctx, dop_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -69,11 +92,33 @@ void runtime_leave(dop_context *ctx, bool pushed);
 /* Finds or compiles + loads the module for (dtype, max_rank, schedule). */
 dop_status runtime_kernel_get(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,
                               const runtime_kernel **out);
+/* Same, but without may_compile a module found neither loaded nor in the cache
+ * returns DOP_ERR_UNAVAILABLE (no message recorded). */
+dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,
+                                 bool may_compile, const runtime_kernel **out);
 
-/* Compiles and loads the modules of n schedules with up to `threads` threads
- * (NVRTC is thread-safe); those already loaded are skipped. */
-dop_status runtime_kernels_prepare(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *list,
-                                   int n, int threads);
+/* The cubin (correctness) key and the hash of generated source it contains. */
+void runtime_cubin_key(cache_key *k, int nvrtc_major, int nvrtc_minor, int cc_major, int cc_minor,
+                       uint64_t source_hash);
+uint64_t runtime_source_hash(const char *src, size_t len);
+
+/* Background compiler: one worker per context. */
+dop_status runtime_compiler_start(dop_context *ctx);
+void runtime_compiler_stop(dop_context *ctx);
+void runtime_compile_async(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s);
+/* Blocks until the queue is empty and the worker idle. */
+void runtime_compile_wait(dop_context *ctx);
+
+/* A module to prepare. */
+typedef struct runtime_module_req {
+    kernels_dtype dtype;
+    int max_rank;
+    search_schedule sched;
+} runtime_module_req;
+
+/* Loads (from the cache) or compiles the modules of a list with up to
+ * `threads` threads (NVRTC is thread-safe); those already loaded are skipped. */
+dop_status runtime_kernels_prepare(dop_context *ctx, const runtime_module_req *list, int n, int threads);
 
 /* Writes an adapter table's SoA device image (u64 A, u64 B, i32 rank, f32 scale) into buf. */
 void runtime_pack_adapters(const dop_lora_adapter *e, int32_t n, void *buf);
@@ -96,6 +141,48 @@ typedef struct runtime_layout_summary {
 void runtime_summarize_rows(const int32_t *row_slot, int32_t num_rows, runtime_layout_summary *sum);
 
 typedef enum runtime_op { RUNTIME_OP_APPLY = 0, RUNTIME_OP_SHRINK = 1, RUNTIME_OP_EXPAND = 2 } runtime_op;
+
+/* What the performance key holds of a call. */
+typedef struct runtime_perf_shape {
+    dop_dtype dtype;
+    kernels_dtype kdtype;
+    int32_t num_rows, d_in, num_slices, max_rank;
+    int32_t d_out[DOP_MAX_SLICES];
+    int32_t weights_kind; /* 0 table, 1 per-call device arrays, 2 per-call uploaded */
+} runtime_perf_shape;
+
+/* The layout class: buckets of what moves the best schedule. */
+typedef struct runtime_layout_class {
+    uint8_t rows_log2, groups_log2, longest_log2, mean_log2, none_quarters, ranks_differ;
+} runtime_layout_class;
+
+void runtime_layout_classify(const runtime_layout_summary *sum, int32_t num_rows, int ranks_differ,
+                             runtime_layout_class *out);
+
+/* The GPU fingerprint that keys schedules. */
+typedef struct runtime_gpu {
+    int cc_major, cc_minor, sm_count, l2_bytes, smem_optin;
+} runtime_gpu;
+
+void runtime_gpu_of(const dop_device_info *d, runtime_gpu *g);
+void runtime_gpu_tag(const runtime_gpu *g, char *buf, size_t len);
+void runtime_perf_key(cache_key *k, runtime_op op, const runtime_perf_shape *ps, const runtime_gpu *g,
+                      const runtime_layout_class *cls);
+/* The value of a schedules-database record; origin 1 warm, 2 tuned. */
+size_t runtime_plan_value_size(void);
+void runtime_plan_value_encode(const search_schedule *s, unsigned origin, float measured_us, void *buf,
+                               size_t *len);
+int runtime_plan_value_decode(const void *buf, size_t len, search_schedule *s, int max_rank);
+
+runtime_plans *runtime_plans_new(void);
+void runtime_plans_free(runtime_plans *t);
+
+/* Schedule and kernel of a call (see runtime_dispatch.c). */
+dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
+                            const runtime_layout_summary *sum, const runtime_layout_class *cls, bool wait,
+                            search_schedule *sched, const runtime_kernel **kernel);
+search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_t d_in, int32_t num_slices,
+                                         int sm_count);
 
 /* The schedule dispatch picks for an op, shape and layout on ctx's device. */
 void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t num_rows, int32_t d_in,

@@ -247,13 +247,14 @@ void runtime_summarize_rows(const int32_t *row_slot, int32_t num_rows, runtime_l
 
 typedef struct call_layout {
     runtime_layout_summary sum;
+    int32_t rank_min, rank_max; /* over the (slot, slice) entries in use */
     uint64_t row_slot, seg_indptr, seg_slot, num_segments_dev; /* device, 0 where uploaded */
     int32_t num_segments;
     bool upload;
 } call_layout;
 
 static dop_status check_slot(const dop_context *ctx, const char *fn, const call_shape *c, const call_weights *w,
-                             int32_t slot, const char *where, int32_t index)
+                             call_layout *l, int32_t slot, const char *where, int32_t index)
 {
     if (slot < -1 || slot >= w->num_slots)
         return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: %s %d uses adapter slot %d, outside -1..%d", fn, where,
@@ -262,6 +263,10 @@ static dop_status check_slot(const dop_context *ctx, const char *fn, const call_
         return DOP_OK;
     for (int s = 0; s < c->num_slices; ++s) {
         int32_t r = w->host[(int64_t)slot * c->num_slices + s].rank;
+        if (r < l->rank_min)
+            l->rank_min = r;
+        if (r > l->rank_max)
+            l->rank_max = r;
         if (r > c->max_rank)
             return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
                                 "%s: %s %d uses slot %d whose slice %d has rank %d, above shape->max_rank %d", fn,
@@ -274,6 +279,8 @@ static dop_status check_layout(const dop_context *ctx, const char *fn, const dop
                                const call_weights *w, call_layout *out)
 {
     memset(out, 0, sizeof *out);
+    out->rank_min = INT32_MAX;
+    out->rank_max = 0;
     if (!l)
         return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: layout is NULL", fn);
     runtime_layout_summary *sum = &out->sum;
@@ -288,7 +295,7 @@ static dop_status check_layout(const dop_context *ctx, const char *fn, const dop
         for (int32_t i = 0; i < c->num_rows; ++i) {
             int32_t s = l->row_slot[i];
             if (s != prev) {
-                dop_status st = check_slot(ctx, fn, c, w, s, "row", i);
+                dop_status st = check_slot(ctx, fn, c, w, out, s, "row", i);
                 if (st)
                     return st;
             }
@@ -318,7 +325,7 @@ static dop_status check_layout(const dop_context *ctx, const char *fn, const dop
                 return runtime_fail(ctx, DOP_ERR_INVALID_LAYOUT, "%s: segment %d ends at row %d, past num_rows %d", fn,
                                     i, b, c->num_rows);
             int32_t s = l->seg_slot ? l->seg_slot[i] : i;
-            dop_status st = check_slot(ctx, fn, c, w, s, "segment", i);
+            dop_status st = check_slot(ctx, fn, c, w, out, s, "segment", i);
             if (st)
                 return st;
             if (s >= 0 && b > a) {
@@ -384,49 +391,6 @@ void runtime_force_schedule(const search_schedule *s)
     t_forced = s != NULL;
     if (s)
         t_forced_sched = *s;
-}
-
-/*
- * The heuristic until tuned schedules and the cost model take over. Fitted to
- * a sweep of 450 schedules x 38 layouts on an H200 (fp16, 4096 -> 4096, ranks
- * 16 and 64), where it came within 3% of the per-case best (geomean):
- *   - small batches at small rank: the one-launch fused sketch, one row per
- *     CTA, 16 warps, 8 loads in flight per lane;
- *   - otherwise shrink + expand; rows per CTA follow the mean run of rows of
- *     one adapter (weights are shared inside a CTA); more warps for few rows;
- *     split-K until the shrink has about two CTAs per SM.
- */
-void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t num_rows, int32_t d_in,
-                           int32_t num_slices, int32_t max_rank, const runtime_layout_summary *sum,
-                           search_schedule *out)
-{
-    memset(out, 0, sizeof *out);
-    out->version = SEARCH_SCHEDULE_VERSION;
-    out->vec = d_in % 8 == 0 ? 8 : d_in % 4 == 0 ? 4 : d_in % 2 == 0 ? 2 : 1;
-    int mean = sum->groups ? sum->rows_with_adapter / sum->groups : 1;
-    out->cols = 256;
-    if (op == RUNTIME_OP_APPLY && num_rows <= 8 && max_rank <= 16) {
-        out->sketch = SEARCH_SKETCH_FUSED;
-        out->rows = 1;
-        out->warps = 16;
-        out->kc = (uint16_t)(32 * out->vec * 8);
-        out->split_k = 1;
-        return;
-    }
-    out->sketch = SEARCH_SKETCH_SPLIT;
-    out->rows = mean < 8 ? 1 : mean < 256 ? 2 : 4;
-    out->warps = num_rows <= 8 ? 16 : (num_rows <= 32 || out->rows > 1 || max_rank >= 64) ? 8 : 4;
-    out->kc = (uint16_t)(32 * out->vec * (num_rows >= 256 && out->rows == 1 ? 8 : 4));
-    int row_tiles = (num_rows + out->rows - 1) / out->rows;
-    int want = (2 * (dev ? dev->sm_count : 108) + row_tiles * num_slices - 1) / (row_tiles * num_slices);
-    int gran = 32 * out->vec; /* the K range of a CTA is a multiple of one warp-wide load */
-    int max_split = (d_in + gran - 1) / gran;
-    int split = want < 1 ? 1 : want;
-    if (split > max_split)
-        split = max_split;
-    if (split > 64)
-        split = 64;
-    out->split_k = (uint8_t)(op == RUNTIME_OP_APPLY || op == RUNTIME_OP_SHRINK ? split : 1);
 }
 
 /* ---- the call ------------------------------------------------------------------- */
@@ -497,23 +461,6 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
                             "%s: workspace_size %zu is below the %zu bytes this call needs (dop_lora_workspace_size)",
                             fn, a->workspace_size, ws.total);
 
-    search_schedule sched;
-    if (t_forced) {
-        char why[256];
-        sched = t_forced_sched;
-        if (!search_schedule_legal(&sched, c.max_rank, why, sizeof why))
-            return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: forced schedule is illegal: %s", fn, why);
-        if (a->op == RUNTIME_OP_SHRINK && !(a->flags & DOP_SHRINK_ACCUMULATE))
-            sched.split_k = 1; /* overwriting needs one CTA per output element */
-    } else {
-        uint32_t op_flags = a->op == RUNTIME_OP_SHRINK && !(a->flags & DOP_SHRINK_ACCUMULATE) ? 1 : 0;
-        runtime_pick_schedule(&ctx->info, a->op, c.num_rows, c.d_in, c.num_slices, c.max_rank, &l.sum, &sched);
-        if (op_flags)
-            sched.split_k = 1;
-    }
-    if (a->op != RUNTIME_OP_APPLY)
-        sched.sketch = SEARCH_SKETCH_SPLIT; /* shrink / expand alone are the two halves of that sketch */
-
     bool pushed;
     if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
         return st;
@@ -527,9 +474,39 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
             goto out;
         }
     }
+    search_schedule sched;
     const runtime_kernel *k;
-    if ((st = runtime_kernel_get(ctx, c.dtype, c.max_rank, &sched, &k)) != DOP_OK)
-        goto out;
+    if (t_forced) {
+        char why[256];
+        sched = t_forced_sched;
+        if (!search_schedule_legal(&sched, c.max_rank, why, sizeof why)) {
+            st = runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: forced schedule is illegal: %s", fn, why);
+            goto out;
+        }
+        if ((st = runtime_kernel_get(ctx, c.dtype, c.max_rank, &sched, &k)) != DOP_OK)
+            goto out;
+    } else {
+        runtime_perf_shape ps;
+        memset(&ps, 0, sizeof ps);
+        ps.dtype = a->shape->dtype;
+        ps.kdtype = c.dtype;
+        ps.num_rows = c.num_rows;
+        ps.d_in = c.d_in;
+        ps.num_slices = c.num_slices;
+        ps.max_rank = c.max_rank;
+        for (int i = 0; i < c.num_slices; ++i)
+            ps.d_out[i] = c.d_out[i];
+        ps.weights_kind = a->weights->table ? 0 : w.upload ? 2 : 1;
+        runtime_layout_class cls;
+        runtime_layout_classify(&l.sum, c.num_rows, l.rank_max > 0 && l.rank_min != l.rank_max, &cls);
+        if ((st = runtime_dispatch(ctx, a->op, &ps, &l.sum, &cls, (ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE) != 0,
+                                   &sched, &k)) != DOP_OK)
+            goto out;
+    }
+    if (a->op != RUNTIME_OP_APPLY)
+        sched.sketch = SEARCH_SKETCH_SPLIT; /* shrink / expand alone are the two halves of that sketch */
+    if (a->op == RUNTIME_OP_SHRINK && !(a->flags & DOP_SHRINK_ACCUMULATE))
+        sched.split_k = 1; /* overwriting needs one CTA per output element */
 
     CUdeviceptr wsp = (CUdeviceptr)(uintptr_t)a->workspace;
     dop_kparams kp;

@@ -22,20 +22,11 @@
 
 #include "dop.h"
 #include "dop_cache_cmd.h"
+#include "dop_warm.h"
 #include "kernels_codegen.h"
 #include "runtime_check.h"
 #include "runtime_internal.h"
 #include "runtime_jit.h"
-
-typedef struct gpu_profile {
-    const char *name;
-    int cc_major, cc_minor, sm_count, l2_mb, smem_kb;
-} gpu_profile;
-
-static const gpu_profile profiles[] = {
-    {"a100-80gb", 8, 0, 108, 40, 163}, {"h100-sxm", 9, 0, 132, 50, 227}, {"h200", 9, 0, 132, 60, 227},
-    {"l40s", 8, 9, 142, 96, 99},       {"rtx-4090", 8, 9, 128, 72, 99},
-};
 
 static void usage(FILE *f)
 {
@@ -44,18 +35,25 @@ static void usage(FILE *f)
                "  jit [--gpu NAME|--arch sm_XY] [--dtype f16|bf16|all] [--rank R]\n"
                "                                       compile the dispatched kernels of the workload grid for a GPU\n"
                "                                       (no GPU needed); GPUs: a100-80gb h100-sxm h200 l40s rtx-4090\n"
-               "  check [--quick] [--seed N]           run the kernels on this GPU against the CPU reference\n"
+               "  check [--quick] [--seed N] [--cache FILE [--readonly] | --no-cache]\n"
+               "                                       run the kernels on this GPU against the CPU reference\n"
                "  selftest                             check --quick with a GPU, jit --gpu h200 without\n"
+               "  warm [--gpu NAME] [--model NAME] [--ranks ...]   fill the persistent cache for a GPU, offline too\n"
                "  cache path|ls|stats|export|import|merge|verify|prune\n"
                "                                       the persistent cache (dop cache help)\n");
 }
 
-static const gpu_profile *find_profile(const char *name)
+static void print_stats(dop_context *ctx)
 {
-    for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; ++i)
-        if (strcmp(profiles[i].name, name) == 0)
-            return &profiles[i];
-    return NULL;
+    dop_context_stats st;
+    dop_context_get_stats(ctx, &st);
+    printf("cache: %s\n", st.cache_path);
+    printf("kernels: %llu compiled with NVRTC (%.1f s), %llu loaded from cached cubins, %llu loaded in all; "
+           "schedules: %llu layout classes, %llu from the cache; %llu calls, %llu served by the generic kernel\n",
+           (unsigned long long)st.kernels_compiled, st.compile_seconds, (unsigned long long)st.cubins_from_cache,
+           (unsigned long long)st.kernels_loaded, (unsigned long long)st.plans,
+           (unsigned long long)st.schedules_from_cache, (unsigned long long)st.calls,
+           (unsigned long long)st.generic_calls);
 }
 
 static int cmd_info(void)
@@ -67,6 +65,9 @@ static int cmd_info(void)
         printf("NVRTC %d.%d\n", nv->major, nv->minor);
     else
         printf("NVRTC: unavailable (%s)\n", why);
+    char path[512];
+    if (cache_default_path(path, sizeof path, why, sizeof why) == CACHE_OK)
+        printf("default cache file: %s\n", path);
     dop_context *ctx;
     if (dop_context_create(NULL, &ctx) != DOP_OK) {
         printf("device: none (%s)\n", dop_context_error(NULL));
@@ -77,6 +78,7 @@ static int cmd_info(void)
     printf("device %d: %s, sm_%d%d, %d SMs, L2 %d MiB, %d KiB shared memory per block, driver %d.%d\n", in.ordinal,
            in.name, in.cc_major, in.cc_minor, in.sm_count, in.l2_bytes >> 20, in.smem_per_block_optin >> 10,
            in.driver_version / 1000, in.driver_version % 1000 / 10);
+    print_stats(ctx);
     dop_context_destroy(ctx);
     return 0;
 }
@@ -87,15 +89,14 @@ static const int grid_ranks[] = {8, 16, 32, 64, 128};
 
 static int cmd_jit(int argc, char **argv)
 {
-    const gpu_profile *gp = find_profile("h200");
-    gpu_profile custom = {"custom", 0, 0, 132, 50, 227};
+    dop_device_info dev;
+    dop_warm_profile("h200", &dev);
     int dtypes[2] = {DOP_DTYPE_F16, DOP_DTYPE_BF16}, ndt = 2;
     int rank_only = 0;
     for (int i = 0; i < argc; ++i) {
         if (!strcmp(argv[i], "--gpu") && i + 1 < argc) {
-            gp = find_profile(argv[++i]);
-            if (!gp) {
-                fprintf(stderr, "dop jit: unknown GPU '%s'\n", argv[i]);
+            if (dop_warm_profile(argv[++i], &dev)) {
+                fprintf(stderr, "dop jit: unknown GPU '%s' (known: %s)\n", argv[i], dop_warm_profile_names());
                 return 2;
             }
         } else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
@@ -104,9 +105,9 @@ static int cmd_jit(int argc, char **argv)
                 fprintf(stderr, "dop jit: --arch wants sm_XY with XY >= 80, got '%s'\n", argv[i]);
                 return 2;
             }
-            custom.cc_major = v / 10;
-            custom.cc_minor = v % 10;
-            gp = &custom;
+            dev.cc_major = v / 10;
+            dev.cc_minor = v % 10;
+            snprintf(dev.name, sizeof dev.name, "sm_%d", v);
         } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             ++i;
             if (!strcmp(argv[i], "f16"))
@@ -134,11 +135,8 @@ static int cmd_jit(int argc, char **argv)
         fprintf(stderr, "dop jit: %s\n", why);
         return 1;
     }
-    dop_device_info dev;
-    memset(&dev, 0, sizeof dev);
-    dev.sm_count = gp->sm_count;
     printf("dop %s: JIT for %s (sm_%d%d, %d SMs) with NVRTC %d.%d, Llama-2-7B q/k/v shape 4096 -> 4096\n",
-           dop_version_string(), gp->name, gp->cc_major, gp->cc_minor, gp->sm_count, nv->major, nv->minor);
+           dop_version_string(), dev.name, dev.cc_major, dev.cc_minor, dev.sm_count, nv->major, nv->minor);
 
     /* distinct schedules that dispatch picks on the grid */
     enum { MAXS = 256 };
@@ -191,7 +189,7 @@ static int cmd_jit(int argc, char **argv)
                 continue;
             }
             runtime_cubin cub;
-            int rc = runtime_jit_compile(nv, src, gp->cc_major, gp->cc_minor, entries, 3, &cub, why, sizeof why);
+            int rc = runtime_jit_compile(nv, src, dev.cc_major, dev.cc_minor, entries, 3, &cub, why, sizeof why);
             free(src);
             if (rc) {
                 printf("%-6s %-5d %-52s FAILED: %s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name, why);
@@ -215,7 +213,7 @@ static int cmd_jit(int argc, char **argv)
         }
     }
     printf("%d kernels compiled for sm_%d%d in %.1f s, %d failed, %d entry points spill\n", nseen * ndt - failures,
-           gp->cc_major, gp->cc_minor, total, failures, spills);
+           dev.cc_major, dev.cc_minor, total, failures, spills);
     return failures ? 1 : 0;
 }
 
@@ -223,18 +221,27 @@ static int cmd_check(int argc, char **argv)
 {
     int quick = 0;
     uint64_t seed = (uint64_t)time(NULL);
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE; /* check the kernels dispatch chose, not the generic one */
     for (int i = 0; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1;
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--cache") && i + 1 < argc)
+            opt.cache_path = argv[++i];
+        else if (!strcmp(argv[i], "--readonly"))
+            opt.flags |= DOP_CONTEXT_CACHE_READONLY;
+        else if (!strcmp(argv[i], "--no-cache"))
+            opt.flags |= DOP_CONTEXT_NO_CACHE;
         else {
             usage(stderr);
             return 2;
         }
     }
     dop_context *ctx;
-    if (dop_context_create(NULL, &ctx) != DOP_OK) {
+    if (dop_context_create(&opt, &ctx) != DOP_OK) {
         fprintf(stderr, "dop check: %s\n", dop_context_error(NULL));
         return 1;
     }
@@ -290,6 +297,7 @@ static int cmd_check(int argc, char **argv)
             }
         }
     }
+    print_stats(ctx);
     printf("%d passed, %d failed; worst normalized error f16 %.2e, bf16 %.2e\n", pass, fail, worst[0], worst[1]);
     dop_context_destroy(ctx);
     return fail ? 1 : 0;
@@ -310,6 +318,8 @@ int main(int argc, char **argv)
         return cmd_check(argc - 2, argv + 2);
     if (!strcmp(cmd, "cache"))
         return dop_cache_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "warm"))
+        return dop_warm_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "selftest")) {
         dop_context *ctx;
         if (dop_context_create(NULL, &ctx) == DOP_OK) {

@@ -263,7 +263,10 @@ static void test_graph_segments(void **state)
 
 int main(void)
 {
-    dop_status st = dop_context_create(NULL, &g_ctx);
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE; /* the graph must hold the kernel chosen at capture */
+    dop_status st = dop_context_create(&opt, &g_ctx);
     if (st == DOP_ERR_UNAVAILABLE) {
         printf("skipped: no usable GPU (%s)\n", dop_context_error(NULL));
         return 77;

@@ -242,9 +242,49 @@ static void test_regressions(void **state)
     assert_int_equal(fails, 0);
 }
 
+/* An asynchronous context: the first call of every class is served by the
+ * generic kernel while the chosen one compiles; it must be right everywhere. */
+static void test_generic_kernel(void **state)
+{
+    (void)state;
+    dop_context_options o;
+    dop_context_options_init(&o);
+    o.flags = DOP_CONTEXT_NO_CACHE;
+    dop_context *saved = g_ctx, *actx;
+    assert_int_equal(dop_context_create(&o, &actx), DOP_OK);
+    g_ctx = actx;
+    int fails = 0, i = 0;
+    static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}};
+    for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl)
+        for (int d = 0; d < 4; ++d, ++i) {
+            runtime_case c = base_case(i % 2 ? DOP_DTYPE_BF16 : DOP_DTYPE_F16, (runtime_workload)wl, 8 + 13 * d,
+                                       dims[d][0], dims[d][1], d % 2 ? 24 : 64);
+            c.hetero_ranks = 1;
+            c.num_slices = d == 0 ? 3 : 1;
+            c.d_out[1] = 1024;
+            c.d_out[2] = 1024;
+            c.layout_kind = i % 2 ? DOP_LAYOUT_ROWS : DOP_LAYOUT_SEGMENTS;
+            c.op = (runtime_op)(i % 3);
+            c.seed = 700 + (uint64_t)i;
+            run(&c, "generic", &fails);
+        }
+    dop_context_stats st;
+    dop_context_get_stats(actx, &st);
+    printf("generic kernel served %llu of %llu calls\n", (unsigned long long)st.generic_calls,
+           (unsigned long long)st.calls);
+    assert_true(st.generic_calls > 0);
+    runtime_compile_wait(actx);
+    dop_context_destroy(actx);
+    g_ctx = saved;
+    assert_int_equal(fails, 0);
+}
+
 int main(void)
 {
-    dop_status st = dop_context_create(NULL, &g_ctx);
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE; /* test the kernels dispatch chooses */
+    dop_status st = dop_context_create(&opt, &g_ctx);
     if (st == DOP_ERR_UNAVAILABLE) {
         printf("skipped: no usable GPU (%s)\n", dop_context_error(NULL));
         return 77;
@@ -259,6 +299,7 @@ int main(void)
            in.driver_version, in.nvrtc_major, in.nvrtc_minor);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regressions),
+        cmocka_unit_test(test_generic_kernel),
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_ranks_and_sizes),
         cmocka_unit_test(test_slices),
