@@ -229,7 +229,9 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     ctx->log_level = opt->log_level;
     ctx->flags = opt->flags;
     pthread_mutex_init(&ctx->lock, NULL);
+    pthread_cond_init(&ctx->inflight_cond, NULL);
     if (!(ctx->plans = runtime_plans_new())) {
+        pthread_cond_destroy(&ctx->inflight_cond);
         pthread_mutex_destroy(&ctx->lock);
         free(ctx);
         return runtime_fail(NULL, DOP_ERR_OUT_OF_HOST_MEMORY, "dop_context_create: out of host memory");
@@ -337,6 +339,7 @@ void dop_context_destroy(dop_context *ctx)
         ctx->drv->fn_cuDevicePrimaryCtxRelease(ctx->dev);
     runtime_plans_free(ctx->plans);
     cache_close(ctx->cache);
+    pthread_cond_destroy(&ctx->inflight_cond);
     pthread_mutex_destroy(&ctx->lock);
     for (int i = 0; i < ERR_SLOTS; ++i) /* this thread's message for ctx; ids are never reused */
         if (t_err[i].stamp && t_err[i].id == ctx->id)

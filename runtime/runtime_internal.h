@@ -32,6 +32,13 @@ typedef struct runtime_kernel {
     CUfunction shrink, expand, fused;
 } runtime_kernel;
 
+/* A module to prepare. */
+typedef struct runtime_module_req {
+    kernels_dtype dtype;
+    int max_rank;
+    search_schedule sched;
+} runtime_module_req;
+
 typedef struct runtime_compiler runtime_compiler;
 typedef struct runtime_plans runtime_plans;
 
@@ -62,6 +69,10 @@ struct dop_context {
     dop_log_level log_level;
 
     pthread_mutex_t lock; /* guards kernels, nkernels, stats; never held across a compile */
+#define RUNTIME_MAX_INFLIGHT 64
+    runtime_module_req inflight[RUNTIME_MAX_INFLIGHT]; /* modules being compiled by some thread */
+    int ninflight;
+    pthread_cond_t inflight_cond;
     runtime_kernel **kernels;
     int nkernels, kernels_cap;
     dop_context_stats stats;
@@ -108,13 +119,6 @@ void runtime_compiler_stop(dop_context *ctx);
 void runtime_compile_async(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s);
 /* Blocks until the queue is empty and the worker idle. */
 void runtime_compile_wait(dop_context *ctx);
-
-/* A module to prepare. */
-typedef struct runtime_module_req {
-    kernels_dtype dtype;
-    int max_rank;
-    search_schedule sched;
-} runtime_module_req;
 
 /* Loads (from the cache) or compiles the modules of a list with up to
  * `threads` threads (NVRTC is thread-safe); those already loaded are skipped. */

@@ -7,14 +7,22 @@
  * across a compile or a load) -> the cache's cubin for the exact key (NVRTC
  * version, arch, options, hash of the generated source) -> NVRTC. A compiled
  * cubin is stored in the cache for every later process and machine of the
- * same arch. Asynchronous requests go to one worker thread per context; a key
- * is queued at most once, and two threads that compile the same key at the
- * same moment keep one result.
+ * same arch. Asynchronous requests go to one worker thread per context.
+ *
+ * One compile per key: inside a process, a thread that needs a key another
+ * thread is compiling waits for it (the context's in-flight list); between
+ * processes, the compiling one leaves a marker record in the cache (its pid
+ * and the time) and the others wait for the cubin to appear while that
+ * process lives, up to a bound, then compile themselves.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -107,6 +115,100 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
     return DOP_OK;
 }
 
+/* ---- one compile per key ------------------------------------------------------- */
+
+#define MARKER_MAX_AGE_S 600 /* a marker older than this is stale (its owner hung or died) */
+#define MARKER_WAIT_S 120    /* the longest a process waits for another's compile */
+
+typedef struct compile_marker {
+    uint32_t magic; /* 'DOPM' */
+    int32_t pid;
+    int64_t started; /* seconds since the epoch */
+} compile_marker;
+
+static void marker_key(cache_key *m, const cache_key *cubin_key)
+{
+    cache_key_init(m, "dop.compiling", 1);
+    cache_key_bytes(m, cubin_key->buf, cubin_key->len);
+}
+
+/* Another live process compiles this key right now. */
+static bool marker_held_by_other(dop_context *ctx, const cache_key *mk)
+{
+    void *val = NULL;
+    size_t len = 0;
+    if (cache_get(ctx->cache, CACHE_DB_CUBINS, mk->buf, mk->len, &val, &len, NULL, NULL, 0) != CACHE_OK)
+        return false;
+    compile_marker m;
+    bool held = false;
+    if (len == sizeof m) {
+        memcpy(&m, val, sizeof m);
+        int64_t age = (int64_t)time(NULL) - m.started;
+        held = m.magic == 0x444f504du && m.pid != (int32_t)getpid() && age >= 0 && age < MARKER_MAX_AGE_S &&
+               (kill(m.pid, 0) == 0 || errno == EPERM);
+    }
+    free(val);
+    return held;
+}
+
+/* In-process: registers key as being compiled by this thread, or waits while
+ * another thread compiles it. Returns true if this thread must compile. */
+static bool inflight_begin(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s)
+{
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        if (kernel_find(ctx, dtype, max_rank, s)) {
+            pthread_mutex_unlock(&ctx->lock);
+            return false;
+        }
+        bool busy = false;
+        for (int i = 0; i < ctx->ninflight && !busy; ++i)
+            busy = ctx->inflight[i].dtype == dtype && ctx->inflight[i].max_rank == max_rank &&
+                   !memcmp(&ctx->inflight[i].sched, s, sizeof *s);
+        if (!busy)
+            break;
+        pthread_cond_wait(&ctx->inflight_cond, &ctx->lock);
+    }
+    if (ctx->ninflight < RUNTIME_MAX_INFLIGHT)
+        ctx->inflight[ctx->ninflight++] = (runtime_module_req){dtype, max_rank, *s};
+    pthread_mutex_unlock(&ctx->lock);
+    return true;
+}
+
+static void inflight_end(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s)
+{
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < ctx->ninflight; ++i) {
+        if (ctx->inflight[i].dtype == dtype && ctx->inflight[i].max_rank == max_rank &&
+            !memcmp(&ctx->inflight[i].sched, s, sizeof *s)) {
+            ctx->inflight[i] = ctx->inflight[--ctx->ninflight];
+            break;
+        }
+    }
+    pthread_cond_broadcast(&ctx->inflight_cond);
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Loads the cubin of ck from the cache; DOP_ERR_UNAVAILABLE (no message) when absent. */
+static dop_status load_cached(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,
+                              const cache_key *ck, const char *name, const runtime_kernel **out)
+{
+    if (!ctx->cache)
+        return DOP_ERR_UNAVAILABLE;
+    void *cub = NULL;
+    size_t cub_len = 0;
+    char why[512];
+    cache_status cs = cache_get(ctx->cache, CACHE_DB_CUBINS, ck->buf, ck->len, &cub, &cub_len, NULL, why, sizeof why);
+    if (cs == CACHE_OK) {
+        dop_status st = kernel_install(ctx, dtype, max_rank, s, cub, 1, 0, out);
+        free(cub);
+        return st;
+    }
+    if (cs != CACHE_MISS)
+        runtime_log(ctx, DOP_LOG_WARN, "cache: cubin of [%s]: %s (compiling it)", name, why);
+    return DOP_ERR_UNAVAILABLE;
+}
+
 dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *sched,
                                  bool may_compile, const runtime_kernel **out)
 {
@@ -130,39 +232,54 @@ dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_
     cache_key ck;
     runtime_cubin_key(&ck, ctx->info.nvrtc_major, ctx->info.nvrtc_minor, ctx->info.cc_major, ctx->info.cc_minor,
                       runtime_source_hash(src, len));
-    if (ctx->cache) {
-        void *cub = NULL;
-        size_t cub_len = 0;
-        cache_status cs = cache_get(ctx->cache, CACHE_DB_CUBINS, ck.buf, ck.len, &cub, &cub_len, NULL, why, sizeof why);
-        if (cs == CACHE_OK) {
+    dop_status st = load_cached(ctx, dtype, max_rank, s, &ck, name, out);
+    if (st != DOP_ERR_UNAVAILABLE || !may_compile) {
+        free(src);
+        return st; /* loaded, failed, or (UNAVAILABLE) the caller queues a compile */
+    }
+    if (!inflight_begin(ctx, dtype, max_rank, s)) { /* another thread compiled it meanwhile */
+        free(src);
+        return runtime_kernel_obtain(ctx, dtype, max_rank, sched, false, out);
+    }
+    cache_key mk;
+    marker_key(&mk, &ck);
+    bool writable = ctx->cache && !ctx->cache_readonly;
+    if (writable) {
+        /* wait while another live process compiles the same key */
+        for (int waited_ms = 0; marker_held_by_other(ctx, &mk) && waited_ms < MARKER_WAIT_S * 1000; waited_ms += 50) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if ((st = load_cached(ctx, dtype, max_rank, s, &ck, name, out)) != DOP_ERR_UNAVAILABLE) {
+            inflight_end(ctx, dtype, max_rank, s);
             free(src);
-            dop_status st = kernel_install(ctx, dtype, max_rank, s, cub, 1, 0, out);
-            free(cub);
             return st;
         }
-        if (cs != CACHE_MISS)
-            runtime_log(ctx, DOP_LOG_WARN, "cache: cubin of [%s]: %s (compiling it)", name, why);
-    }
-    if (!may_compile) {
-        free(src);
-        return DOP_ERR_UNAVAILABLE; /* not an error: the caller queues a compile */
+        compile_marker m = {0x444f504du, (int32_t)getpid(), (int64_t)time(NULL)};
+        cache_put(ctx->cache, CACHE_DB_CUBINS, mk.buf, mk.len, "compiling", &m, sizeof m, NULL, 0);
     }
     static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
     runtime_cubin cubin;
     int rc = runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, 3, &cubin, why,
                                  sizeof why);
     free(src);
-    if (rc != 0)
+    if (rc != 0) {
+        if (writable)
+            cache_delete(ctx->cache, CACHE_DB_CUBINS, mk.buf, mk.len, NULL, 0);
+        inflight_end(ctx, dtype, max_rank, s);
         return runtime_fail(ctx, DOP_ERR_COMPILE_FAILED, "compiling [%s]: %s", name, why);
-    if (ctx->cache && !ctx->cache_readonly) {
+    }
+    if (writable) {
         char tag[32];
         snprintf(tag, sizeof tag, "sm_%d%d", ctx->info.cc_major, ctx->info.cc_minor);
         cache_status cs = cache_put(ctx->cache, CACHE_DB_CUBINS, ck.buf, ck.len, tag, cubin.data, cubin.size, why,
                                     sizeof why);
         if (cs != CACHE_OK)
             runtime_log(ctx, DOP_LOG_WARN, "cache: storing the cubin of [%s]: %s", name, why);
+        cache_delete(ctx->cache, CACHE_DB_CUBINS, mk.buf, mk.len, NULL, 0);
     }
-    dop_status st = kernel_install(ctx, dtype, max_rank, s, cubin.data, 0, cubin.seconds, out);
+    st = kernel_install(ctx, dtype, max_rank, s, cubin.data, 0, cubin.seconds, out);
+    inflight_end(ctx, dtype, max_rank, s);
     runtime_log(ctx, DOP_LOG_INFO, "compiled [%s] for sm_%d%d in %.0f ms", name, ctx->info.cc_major,
                 ctx->info.cc_minor, cubin.seconds * 1e3);
     runtime_cubin_free(&cubin);
