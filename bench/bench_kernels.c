@@ -173,6 +173,29 @@ static int sweep_candidates(search_schedule *out, int max)
     static const uint16_t cols[] = {128, 256};
     static const uint8_t splits[] = {1, 4, 16, 32};
     int n = 0;
+    /* tensor-core schedules: 16-row tiles */
+    static const uint8_t mwarps[] = {4, 8, 16};
+    static const uint16_t mkcs[] = {32, 64, 128};
+    for (int sk = 0; sk < 2; ++sk)
+        for (size_t b = 0; b < sizeof mwarps; ++b)
+            for (size_t c = 0; c < sizeof mkcs / sizeof mkcs[0]; ++c)
+                for (size_t d = 0; d < sizeof cols / sizeof cols[0]; ++d)
+                    for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
+                        if (n == max)
+                            return n;
+                        search_schedule s;
+                        memset(&s, 0, sizeof s);
+                        s.version = SEARCH_SCHEDULE_VERSION;
+                        s.sketch = sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT;
+                        s.rows = 16;
+                        s.warps = mwarps[b];
+                        s.vec = 8;
+                        s.kc = mkcs[c];
+                        s.cols = cols[d];
+                        s.split_k = sk ? 1 : splits[e];
+                        s.mma = 1;
+                        out[n++] = s;
+                    }
     for (int sk = 0; sk < 2; ++sk)
         for (size_t a = 0; a < sizeof rows; ++a)
             for (size_t b = 0; b < sizeof warps; ++b)
@@ -200,7 +223,7 @@ static int run_sweep(dop_context *ctx, CUstream stream, const int *layouts, int 
                      const int *ranks, int nranks, dop_dtype dtype, int din, int dout, FILE *jf)
 {
     (void)stream;
-    enum { MAXC = 512, MAXCASE = 256 };
+    enum { MAXC = 640, MAXCASE = 256 };
     static search_schedule cand[MAXC];
     int nc = sweep_candidates(cand, MAXC);
     kernels_dtype kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;

@@ -16,6 +16,9 @@
  *                 issues DOP_KC / (32 * DOP_VEC) loads of A before using any
  *   DOP_COLS      output columns per CTA (expand, fused)
  *   DOP_MAXR      max_rank of the shape (size of the fp32 intermediate)
+ *   DOP_MMA       0: FMAs on CUDA cores; 1: tensor cores (mma.sync m16n8k16,
+ *                 fp32 accumulators) for both halves, on tiles of 16 rows;
+ *                 DOP_KC is then the K step of a warp (16 per mma)
  *
  * Entry points:
  *   dop_shrink  grid (row tiles, K splits, slices): v (+)= x A^T over the
@@ -207,6 +210,176 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
     __syncthreads();
 }
 
+
+#if DOP_MMA
+/* ---- tensor cores (mma.sync.m16n8k16, fp32 accumulate) ----------------------------
+ * Fragments (PTX ISA, "mma.m16n8k16" for .f16/.bf16), with g = lane / 4 and
+ * t = lane % 4: A (16 x 16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..),
+ * a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16 x 8, column-major) b0 = (k 2t..2t+1,
+ * n g), b1 = (k 2t+8.., n g); C (16 x 8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..).
+ * Each register holds two consecutive 16-bit elements, the first in the low half. */
+static_assert(DOP_ROWS == 16, "mma schedules take 16-row tiles");
+
+__device__ __forceinline__ void dop_mma(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
+{
+#if DOP_BF16
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+/* Elements k and k+1 of a row as one register; zero past kend or for a NULL row.
+ * aligned: the row and k are 4-byte aligned, so one 32-bit load does. */
+__device__ __forceinline__ unsigned dop_ld2(const dop_u16 *row, int k, int kend, bool aligned)
+{
+    if (!row)
+        return 0u;
+    if (aligned && k + 1 < kend)
+        return __ldg(reinterpret_cast<const unsigned *>(row + k));
+    unsigned lo = k < kend ? (unsigned)__ldg(row + k) : 0u;
+    unsigned hi = k + 1 < kend ? (unsigned)__ldg(row + k + 1) : 0u;
+    return lo | (hi << 16);
+}
+
+__device__ __forceinline__ unsigned dop_pack2(dop_u16 lo, dop_u16 hi)
+{
+    return (unsigned)lo | ((unsigned)hi << 16);
+}
+
+/* sv[j][r] += sum over [k0, k1) of x[row0 + j][k] * A[r][k], by tensor cores.
+ * Warps take (n tile of 8 ranks, K part) items; the 16 rows of the tile are the
+ * M dimension, so a group of fewer rows wastes the other rows' MACs (results of
+ * rows outside the group are dropped). */
+__device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop_tile &t, int row0, int k0, int k1,
+                                                 float (*sv)[DOP_MAXR])
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const dop_u16 *xb = reinterpret_cast<const dop_u16 *>(p.x);
+    const dop_u16 *xr0 = row0 + g < p.num_rows ? xb + (long long)(row0 + g) * p.ldx : 0;
+    const dop_u16 *xr1 = row0 + g + 8 < p.num_rows ? xb + (long long)(row0 + g + 8) * p.ldx : 0;
+    bool xal = dop_aligned(xb, 4) && p.ldx % 2 == 0;
+    for (int gi = 0; gi < t.ngroups; ++gi) {
+        int j0 = t.gfirst[gi], rank = t.rank_of[j0];
+        unsigned mask = t.gmask[gi];
+        const dop_u16 *A = t.rA[j0];
+        bool al = xal && dop_aligned(A, 4) && p.d_in % 2 == 0;
+        int ntiles = (rank + 7) / 8;
+        int parts = DOP_WARPS / ntiles > 1 ? DOP_WARPS / ntiles : 1;
+        int span = (k1 - k0 + parts - 1) / parts;
+        span = (span + 15) / 16 * 16;
+        for (int item = warp; item < ntiles * parts; item += DOP_WARPS) {
+            int nt = item % ntiles, part = item / ntiles;
+            int a = k0 + part * span, b = min(k1, a + span);
+            if (a >= b)
+                continue;
+            int n = nt * 8 + g;
+            const dop_u16 *arow = n < rank ? A + (long long)n * p.d_in : 0;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            constexpr int U = DOP_KC / 16;
+            for (int kk = a; kk < b; kk += 16 * U) {
+                unsigned fa[U][4], fb[U][2];
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    int k = kk + u * 16 + 2 * tq;
+                    fa[u][0] = dop_ld2(xr0, k, b, al);
+                    fa[u][1] = dop_ld2(xr1, k, b, al);
+                    fa[u][2] = dop_ld2(xr0, k + 8, b, al);
+                    fa[u][3] = dop_ld2(xr1, k + 8, b, al);
+                    fb[u][0] = dop_ld2(arow, k, b, al);
+                    fb[u][1] = dop_ld2(arow, k + 8, b, al);
+                }
+#pragma unroll
+                for (int u = 0; u < U; ++u)
+                    if (kk + u * 16 < b)
+                        dop_mma(c, fa[u], fb[u]);
+            }
+            int r = nt * 8 + 2 * tq;
+            if (mask >> g & 1u) {
+                if (r < rank)
+                    atomicAdd(&sv[g][r], c[0]);
+                if (r + 1 < rank)
+                    atomicAdd(&sv[g][r + 1], c[1]);
+            }
+            if (mask >> (g + 8) & 1u) {
+                if (r < rank)
+                    atomicAdd(&sv[g + 8][r], c[2]);
+                if (r + 1 < rank)
+                    atomicAdd(&sv[g + 8][r + 1], c[3]);
+            }
+        }
+    }
+}
+
+/* v (fp32) as two 16-bit parts, hi + lo, so the expand keeps about 16 bits of
+ * the intermediate (the tensor cores take 16-bit inputs): two mmas per k step. */
+__device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, unsigned &lo)
+{
+    dop_u16 h0 = dop_from_f32(v0), h1 = dop_from_f32(v1);
+    hi = dop_pack2(h0, h1);
+    lo = dop_pack2(dop_from_f32(v0 - dop_to_f32(h0)), dop_from_f32(v1 - dop_to_f32(h1)));
+}
+
+/* y[row0 + j, col0 + n] += scale * sum_r sv[j][r] * B[col0 + n][r], by tensor cores:
+ * warps take n tiles of 8 output columns; K is the rank, in steps of 16. */
+__device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
+                                                int col0, const float (*sv)[DOP_MAXR])
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    int dout = p.d_out[slice];
+    int ncols = min(DOP_COLS, dout - col0);
+    int ntiles = (ncols + 7) / 8;
+    dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
+    for (int gi = 0; gi < t.ngroups; ++gi) {
+        int j0 = t.gfirst[gi], rank = t.rank_of[j0];
+        unsigned mask = t.gmask[gi];
+        const dop_u16 *B = t.rB[j0];
+        float scale = t.rscale[j0];
+        bool al = dop_aligned(B, 4) && rank % 2 == 0;
+        /* the A fragments (the intermediate) do not depend on the column tile */
+        for (int nt = warp; nt < ntiles; nt += DOP_WARPS) {
+            int col = col0 + nt * 8 + g;
+            const dop_u16 *brow = col < dout ? B + (long long)col * rank : 0;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            for (int kk = 0; kk < rank; kk += 16) {
+                int k = kk + 2 * tq;
+                unsigned hi[4], lo[4], fb[2];
+                float v00 = k < rank ? sv[g][k] : 0.f, v01 = k + 1 < rank ? sv[g][k + 1] : 0.f;
+                float v10 = k < rank ? sv[g + 8][k] : 0.f, v11 = k + 1 < rank ? sv[g + 8][k + 1] : 0.f;
+                float v02 = k + 8 < rank ? sv[g][k + 8] : 0.f, v03 = k + 9 < rank ? sv[g][k + 9] : 0.f;
+                float v12 = k + 8 < rank ? sv[g + 8][k + 8] : 0.f, v13 = k + 9 < rank ? sv[g + 8][k + 9] : 0.f;
+                dop_split2(v00, v01, hi[0], lo[0]);
+                dop_split2(v10, v11, hi[1], lo[1]);
+                dop_split2(v02, v03, hi[2], lo[2]);
+                dop_split2(v12, v13, hi[3], lo[3]);
+                fb[0] = dop_ld2(brow, k, rank, al);
+                fb[1] = dop_ld2(brow, k + 8, rank, al);
+                dop_mma(c, hi, fb);
+                dop_mma(c, lo, fb);
+            }
+            int cc = col0 + nt * 8 + 2 * tq;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                int j = g + 8 * h;
+                if (!(mask >> j & 1u))
+                    continue;
+                dop_u16 *yr = y + (long long)(row0 + j) * p.ldy;
+                /* columns past this CTA's tile (or d_out) belong to another CTA or none */
+                if (cc < col0 + ncols)
+                    yr[cc] = dop_from_f32(dop_to_f32(yr[cc]) + scale * c[2 * h]);
+                if (cc + 1 < col0 + ncols)
+                    yr[cc + 1] = dop_from_f32(dop_to_f32(yr[cc + 1]) + scale * c[2 * h + 1]);
+            }
+        }
+    }
+}
+#else /* CUDA cores */
 /* ---- shrink core --------------------------------------------------------------- */
 
 /* acc[j] += sum over this lane's share of [k0, k1) of A[k] * x_j[k] for the rows
@@ -292,12 +465,6 @@ __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop
     }
 }
 
-__device__ __forceinline__ void dop_zero_sv(float (*sv)[DOP_MAXR])
-{
-    for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS)
-        (&sv[0][0])[i] = 0.f;
-}
-
 /* ---- expand core --------------------------------------------------------------- */
 
 /* y[row0 + j, y_col + col0 + c] += scale * sum_r sv[j][r] * B[col0 + c, r] for
@@ -351,6 +518,14 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                     y[(long long)(row0 + j) * p.ldy + col] = dop_from_f32(yv[j] + scale * acc[j]);
         }
     }
+}
+
+#endif /* DOP_MMA */
+
+__device__ __forceinline__ void dop_zero_sv(float (*sv)[DOP_MAXR])
+{
+    for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS)
+        (&sv[0][0])[i] = 0.f;
 }
 
 /* ---- entry points ------------------------------------------------------------- */

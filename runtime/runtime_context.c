@@ -271,8 +271,16 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     }
     runtime_log(ctx, DOP_LOG_INFO, "dop %s on %s (sm_%d%d, %d SMs), NVRTC %d.%d", dop_version_string(), in->name,
                 in->cc_major, in->cc_minor, in->sm_count, nv->major, nv->minor);
-    if ((st = context_open_cache(ctx, opt)) != DOP_OK || (st = context_load_generic(ctx)) != DOP_OK)
+    if ((st = context_open_cache(ctx, opt)) != DOP_OK)
         goto fail;
+    if ((st = context_load_generic(ctx)) != DOP_OK) {
+        /* recorded under ctx's id, which dies with it: dop.h promises the message to
+         * dop_context_error(NULL) */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", dop_context_error(ctx));
+        dop_context_destroy(ctx);
+        return runtime_fail(NULL, st, "dop_context_create: the generic kernels: %s", msg);
+    }
     if (!(ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE) && (st = runtime_compiler_start(ctx)) != DOP_OK)
         goto fail;
     *out = ctx;

@@ -124,6 +124,24 @@ int runtime_plan_value_decode(const void *buf, size_t len, search_schedule *s, i
     return 0;
 }
 
+/* The heuristic's pick for a layout class: it sees a representative of the
+ * class (every bucket at its upper edge), so the plan is a function of the
+ * performance key, whichever layout of the class comes first. */
+void runtime_pick_for_class(const dop_device_info *dev, runtime_op op, const runtime_perf_shape *ps,
+                            const runtime_layout_class *cls, search_schedule *out)
+{
+    runtime_layout_summary rep;
+    int32_t groups = (int32_t)1 << cls->groups_log2, mean = (int32_t)1 << cls->mean_log2;
+    int32_t rows = (int32_t)1 << cls->rows_log2;
+    rep.groups = groups;
+    rep.rows_with_adapter = groups * mean;
+    rep.longest = (int32_t)1 << cls->longest_log2;
+    rep.distinct = groups;
+    if (rep.rows_with_adapter == 0 || cls->none_quarters == 4)
+        rep.groups = rep.rows_with_adapter = rep.longest = rep.distinct = 0;
+    runtime_pick_schedule(dev, op, rows, ps->d_in, ps->num_slices, ps->max_rank, &rep, out);
+}
+
 /* ---- the plan table ------------------------------------------------------------- */
 
 struct runtime_plans {
@@ -201,8 +219,8 @@ runtime_plans *runtime_plans_new(void)
  * compiled (asynchronous contexts) these are the generic ones.
  */
 dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
-                            const runtime_layout_summary *sum, const runtime_layout_class *cls, bool wait,
-                            search_schedule *sched, const runtime_kernel **kernel)
+                            const runtime_layout_class *cls, bool wait, search_schedule *sched,
+                            const runtime_kernel **kernel)
 {
     cache_key k;
     runtime_gpu g;
@@ -238,7 +256,7 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
             free(val);
         }
         if (!from_cache)
-            runtime_pick_schedule(&ctx->info, op, ps->num_rows, ps->d_in, ps->num_slices, ps->max_rank, sum, &chosen);
+            runtime_pick_for_class(&ctx->info, op, ps, cls, &chosen);
         pthread_mutex_lock(&ctx->lock);
         p = plan_find(ctx->plans, h, &k);
         if (!p && (p = plan_insert(ctx->plans, h, &k)) != NULL) {
@@ -303,7 +321,8 @@ search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_
 /*
  * The heuristic until tuned schedules and the cost model take over. Fitted to
  * a sweep of 450 schedules x 38 layouts on an H200 (fp16, 4096 -> 4096, ranks
- * 16 and 64), where it came within 3% of the per-case best (geomean):
+ * 16 and 64), where it came within 3% of the per-case best (geomean), and a
+ * second sweep with 90 tensor-core schedules added:
  *   - small batches at small rank: the one-launch fused sketch, one row per
  *     CTA, 16 warps, 8 loads in flight per lane;
  *   - otherwise shrink + expand; rows per CTA follow the mean run of rows of
@@ -328,12 +347,22 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         return;
     }
     out->sketch = SEARCH_SKETCH_SPLIT;
-    out->rows = mean < 8 ? 1 : mean < 256 ? 2 : 4;
-    out->warps = num_rows <= 8 ? 16 : (num_rows <= 32 || out->rows > 1 || max_rank >= 64) ? 8 : 4;
-    out->kc = (uint16_t)(32 * out->vec * (num_rows >= 256 && out->rows == 1 ? 8 : 4));
+    if (max_rank >= 64 && num_rows >= 64 && mean >= 16 && d_in % 8 == 0) {
+        /* long runs of one adapter at a large rank: tensor cores (same sweep, 16-row tiles) */
+        out->rows = 16;
+        out->vec = 8;
+        out->mma = 1;
+        out->warps = num_rows <= 64 ? 16 : 8;
+        out->kc = 128;
+        out->cols = 128;
+    } else {
+        out->rows = mean <= 8 ? 1 : mean <= 256 ? 2 : 4;
+        out->warps = num_rows <= 8 ? 16 : (num_rows <= 32 || out->rows > 1 || max_rank >= 64) ? 8 : 4;
+        out->kc = (uint16_t)(32 * out->vec * (num_rows > 128 && out->rows == 1 ? 8 : 4));
+    }
     int row_tiles = (num_rows + out->rows - 1) / out->rows;
     int want = (2 * (dev ? dev->sm_count : 108) + row_tiles * num_slices - 1) / (row_tiles * num_slices);
-    int gran = 32 * out->vec; /* the K range of a CTA is a multiple of one warp-wide load */
+    int gran = out->mma ? 256 : 32 * out->vec; /* the K range of a CTA is a multiple of one warp-wide load */
     int max_split = (d_in + gran - 1) / gran;
     int split = want < 1 ? 1 : want;
     if (split > max_split)

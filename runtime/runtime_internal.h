@@ -183,8 +183,11 @@ void runtime_plans_free(runtime_plans *t);
 
 /* Schedule and kernel of a call (see runtime_dispatch.c). */
 dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
-                            const runtime_layout_summary *sum, const runtime_layout_class *cls, bool wait,
-                            search_schedule *sched, const runtime_kernel **kernel);
+                            const runtime_layout_class *cls, bool wait, search_schedule *sched,
+                            const runtime_kernel **kernel);
+/* The heuristic's schedule for a layout class (the same for every layout of it). */
+void runtime_pick_for_class(const dop_device_info *dev, runtime_op op, const runtime_perf_shape *ps,
+                            const runtime_layout_class *cls, search_schedule *out);
 search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_t d_in, int32_t num_slices,
                                          int sm_count);
 

@@ -200,9 +200,18 @@ static dop_status load_cached(dop_context *ctx, kernels_dtype dtype, int max_ran
     char why[512];
     cache_status cs = cache_get(ctx->cache, CACHE_DB_CUBINS, ck->buf, ck->len, &cub, &cub_len, NULL, why, sizeof why);
     if (cs == CACHE_OK) {
-        dop_status st = kernel_install(ctx, dtype, max_rank, s, cub, 1, 0, out);
+        /* an intact record may still hold no usable cubin (not an ELF image, or one the driver
+         * refuses): drop it and build the kernel again, as for a corrupt record */
+        dop_status st = DOP_ERR_DEVICE_FAILED;
+        if (cub_len >= 64 && memcmp(cub, "\177ELF", 4) == 0)
+            st = kernel_install(ctx, dtype, max_rank, s, cub, 1, 0, out);
         free(cub);
-        return st;
+        if (st != DOP_ERR_DEVICE_FAILED)
+            return st;
+        runtime_log(ctx, DOP_LOG_WARN, "cache: cubin of [%s]: not loadable, dropped (compiling it)", name);
+        if (!ctx->cache_readonly)
+            cache_delete(ctx->cache, CACHE_DB_CUBINS, ck->buf, ck->len, NULL, 0);
+        return DOP_ERR_UNAVAILABLE;
     }
     if (cs != CACHE_MISS)
         runtime_log(ctx, DOP_LOG_WARN, "cache: cubin of [%s]: %s (compiling it)", name, why);

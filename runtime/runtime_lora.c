@@ -499,8 +499,8 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
         ps.weights_kind = a->weights->table ? 0 : w.upload ? 2 : 1;
         runtime_layout_class cls;
         runtime_layout_classify(&l.sum, c.num_rows, l.rank_max > 0 && l.rank_min != l.rank_max, &cls);
-        if ((st = runtime_dispatch(ctx, a->op, &ps, &l.sum, &cls, (ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE) != 0,
-                                   &sched, &k)) != DOP_OK)
+        if ((st = runtime_dispatch(ctx, a->op, &ps, &cls, (ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE) != 0, &sched,
+                                   &k)) != DOP_OK)
             goto out;
     }
     if (a->op != RUNTIME_OP_APPLY)
@@ -581,7 +581,7 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols);
     if (col_tiles > 65535)
         col_tiles = 65535;
-    int split = sched.split_k, gran = 32 * sched.vec;
+    int split = sched.split_k, gran = sched.mma ? 256 : 32 * sched.vec;
     int kpc = (c.d_in + split - 1) / split;
     kpc = (kpc + gran - 1) / gran * gran; /* keeps vector loads aligned inside every CTA's range */
     kp.k_per_cta = kpc;

@@ -54,8 +54,12 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "warps per CTA %u is not a power of two in 1..16", s->warps);
     if (!is_pow2_in(s->vec, 1, 8))
         return fail(why, why_len, "vector width %u is not 1, 2, 4 or 8", s->vec);
-    if (s->kc == 0 || s->kc % (32u * s->vec) != 0 || s->kc > 16u * 32u * s->vec)
+    if (s->mma) {
+        if (s->kc == 0 || s->kc % 16 != 0 || s->kc > 128)
+            return fail(why, why_len, "K step %u of an mma schedule is not 1..8 times 16", s->kc);
+    } else if (s->kc == 0 || s->kc % (32u * s->vec) != 0 || s->kc > 16u * 32u * s->vec) {
         return fail(why, why_len, "K step %u is not 1..16 times 32 * vec (%u)", s->kc, 32u * s->vec);
+    }
     if (s->cols == 0 || s->cols > 4096)
         return fail(why, why_len, "output columns per CTA %u not in 1..4096", s->cols);
     if (s->split_k == 0 || s->split_k > 64)
@@ -64,6 +68,14 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "the fused sketch has no split-K (got %u)", s->split_k);
     if (s->reserved != 0)
         return fail(why, why_len, "reserved field is %u, not 0", s->reserved);
+    if (s->mma > 1)
+        return fail(why, why_len, "mma is %u, not 0 or 1", s->mma);
+    if (s->mma && s->rows != 16)
+        return fail(why, why_len, "tensor-core (mma) schedules take 16 rows per CTA, not %u", s->rows);
+    if (s->mma && s->cols % 8 != 0)
+        return fail(why, why_len, "tensor-core (mma) schedules take output columns in tiles of 8, not %u", s->cols);
+    if (s->mma && s->vec != 8)
+        return fail(why, why_len, "tensor-core (mma) schedules load pairs of elements; vec must be 8, not %u", s->vec);
     if (max_rank < 1 || max_rank > 128)
         return fail(why, why_len, "max_rank %d not in 1..128", max_rank);
     size_t smem = search_schedule_smem(s, max_rank);
@@ -75,8 +87,8 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
 int search_schedule_format(const search_schedule *s, char *buf, size_t len)
 {
     const char *sk = s->sketch == SEARCH_SKETCH_SPLIT ? "split" : s->sketch == SEARCH_SKETCH_FUSED ? "fused" : "?";
-    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u", sk, s->rows, s->warps, s->vec,
-                    s->kc, s->split_k, s->cols);
+    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s", sk, s->rows, s->warps, s->vec,
+                    s->kc, s->split_k, s->cols, s->mma ? " mma" : "");
 }
 
 search_schedule search_schedule_module_key(const search_schedule *s)
@@ -95,8 +107,16 @@ int search_schedule_parse(const char *text, search_schedule *out)
     if (!text || !out)
         return -1;
     if (sscanf(text, " %15s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u %n", sk, &rows, &warps, &vec, &kc, &split,
-               &cols, &used) != 7 ||
-        text[used] != '\0')
+               &cols, &used) != 7)
+        return -1;
+    int mma = 0;
+    if (!strncmp(text + used, "mma", 3)) {
+        mma = 1;
+        used += 3;
+        while (text[used] == ' ')
+            ++used;
+    }
+    if (text[used] != '\0')
         return -1;
     search_schedule s;
     memset(&s, 0, sizeof s);
@@ -115,6 +135,7 @@ int search_schedule_parse(const char *text, search_schedule *out)
     s.kc = (uint16_t)kc;
     s.split_k = (uint8_t)split;
     s.cols = (uint16_t)cols;
+    s.mma = (uint8_t)mma;
     *out = s;
     return 0;
 }

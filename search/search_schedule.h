@@ -28,7 +28,8 @@ typedef struct search_schedule {
     uint8_t split_k;   /* CTAs sharing one row tile's d_in (SPLIT only; 1 for FUSED) */
     uint16_t kc;       /* K elements a warp covers per loop step: 32 lanes x vec x 1..16 loads in flight */
     uint16_t cols;     /* output columns per CTA */
-    uint16_t reserved; /* zero */
+    uint8_t mma;       /* 0: CUDA-core FMAs; 1: tensor cores (mma.sync m16n8k16), 16-row tiles */
+    uint8_t reserved;  /* zero */
 } search_schedule;
 
 /* Static shared memory one CTA may use (no opt-in needed on sm_80+). */

@@ -195,8 +195,33 @@ static void test_illegal_fields(void **state)
     s = typical_split();
     s.reserved = 1;
     expect_illegal(&s, 16, "reserved");
-    s.reserved = 0x8000;
+    s.reserved = 0x80;
     expect_illegal(&s, 16, "reserved");
+
+    /* tensor cores: 16-row tiles, K steps of 16, column tiles of 8, vec 8 */
+    s = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 4, 256);
+    s.mma = 1;
+    expect_legal(&s, 16);
+    expect_legal(&s, 128);
+    s.sketch = SEARCH_SKETCH_FUSED;
+    s.split_k = 1;
+    expect_legal(&s, 64);
+    s.mma = 2;
+    expect_illegal(&s, 16, "mma");
+    s.mma = 1;
+    s.rows = 8;
+    expect_illegal(&s, 16, "16 rows");
+    s.rows = 16;
+    s.kc = 136;
+    expect_illegal(&s, 16, "K step");
+    s.kc = 24;
+    expect_illegal(&s, 16, "K step");
+    s.kc = 64;
+    s.cols = 100;
+    expect_illegal(&s, 16, "tiles of 8");
+    s.cols = 256;
+    s.vec = 4;
+    expect_illegal(&s, 16, "vec");
 
     s = typical_split();
     expect_illegal(&s, 0, "max_rank");

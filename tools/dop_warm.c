@@ -453,8 +453,7 @@ int dop_warm_command(int argc, char **argv)
                                     ps.max_rank = ranks[ri];
                                     ps.weights_kind = wk;
                                     search_schedule s;
-                                    runtime_pick_schedule(&dev, (runtime_op)op, rows[ni], ps.d_in, ps.num_slices,
-                                                          ps.max_rank, &sum, &s);
+                                    runtime_pick_for_class(&dev, (runtime_op)op, &ps, &cls, &s);
                                     cache_key k;
                                     runtime_perf_key(&k, (runtime_op)op, &ps, &g, &cls);
                                     unsigned char hk[CACHE_HASH_LEN];

@@ -242,6 +242,43 @@ static void test_regressions(void **state)
     assert_int_equal(fails, 0);
 }
 
+/* Tensor-core schedules of both sketches on layouts, sizes, ranks and slices. */
+static void test_mma_schedules(void **state)
+{
+    (void)state;
+    static const char *const scheds[] = {
+        "split rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma",
+        "split rows=16 warps=4 vec=8 kc=128 splitk=1 cols=128 mma",
+        "split rows=16 warps=16 vec=8 kc=16 splitk=16 cols=1000 mma",
+        "fused rows=16 warps=8 vec=8 kc=64 splitk=1 cols=256 mma",
+        "fused rows=16 warps=4 vec=8 kc=32 splitk=1 cols=64 mma",
+    };
+    static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}, {1024, 3424}};
+    static const int ranks[] = {8, 16, 40, 64, 128};
+    int fails = 0, i = 0;
+    for (size_t k = 0; k < sizeof scheds / sizeof scheds[0]; ++k)
+        for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl, ++i) {
+            search_schedule sch;
+            assert_int_equal(search_schedule_parse(scheds[k], &sch), 0);
+            runtime_case c = base_case(i % 2 ? DOP_DTYPE_BF16 : DOP_DTYPE_F16, (runtime_workload)wl,
+                                       wl == RUNTIME_WL_DISTINCT ? 24 : 24 + 40 * (i % 4), dims[i % 5][0],
+                                       dims[i % 5][1], ranks[i % 5]);
+            c.hetero_ranks = 1;
+            c.num_slices = i % 3 == 0 ? 3 : 1;
+            c.d_out[1] = 1024;
+            c.d_out[2] = 100;
+            c.layout_kind = i % 2 ? DOP_LAYOUT_ROWS : DOP_LAYOUT_SEGMENTS;
+            c.device_copies = (i / 2) % 2;
+            c.empty_segments = 1;
+            if (sch.sketch == SEARCH_SKETCH_SPLIT)
+                c.op = (runtime_op)(i % 3);
+            c.force = &sch;
+            c.seed = 800 + (uint64_t)i;
+            run(&c, "mma", &fails);
+        }
+    assert_int_equal(fails, 0);
+}
+
 /* An asynchronous context: the first call of every class is served by the
  * generic kernel while the chosen one compiles; it must be right everywhere. */
 static void test_generic_kernel(void **state)
@@ -298,6 +335,7 @@ int main(void)
     printf("device: %s (sm_%d%d, %d SMs), driver %d, NVRTC %d.%d\n", in.name, in.cc_major, in.cc_minor, in.sm_count,
            in.driver_version, in.nvrtc_major, in.nvrtc_minor);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mma_schedules),
         cmocka_unit_test(test_regressions),
         cmocka_unit_test(test_generic_kernel),
         cmocka_unit_test(test_layouts),
