@@ -32,9 +32,10 @@
  * THREADING
  *
  * A dop_context may be used from several threads at once. Kernel compilation
- * happens outside of any lock; two threads asking for the same kernel at the
- * same moment may both compile it, one result is kept. Error messages are kept
- * per context and per thread (dop_context_error()).
+ * happens outside of any lock and once per kernel: a thread that needs a kernel
+ * another thread (or, through the cache, another process) is compiling waits
+ * for it, or in the default asynchronous mode runs the generic kernel. Error
+ * messages are kept per context and per thread (dop_context_error()).
  *
  * OWNERSHIP
  *

@@ -347,8 +347,10 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         return;
     }
     out->sketch = SEARCH_SKETCH_SPLIT;
-    if (max_rank >= 64 && num_rows >= 64 && mean >= 16 && d_in % 8 == 0) {
-        /* long runs of one adapter at a large rank: tensor cores (same sweep, 16-row tiles) */
+    if (max_rank >= 64 && num_rows >= 64 && (mean >= 64 || (mean >= 16 && num_rows >= 256)) && d_in % 8 == 0) {
+        /* long runs of one adapter at a large rank: tensor cores. In the sweep, MMA won
+         * at uniform 256 rows (runs of 16; 38.9 against 46.3 us) and identical 64 rows,
+         * and lost wherever runs were short (uniform 128 rows, runs of 11: 46.2 vs 38.6) */
         out->rows = 16;
         out->vec = 8;
         out->mma = 1;
