@@ -14,6 +14,7 @@ typedef enum kernels_dtype { KERNELS_F16 = 1, KERNELS_BF16 = 2 } kernels_dtype;
 #define KERNELS_ENTRY_SHRINK "dop_shrink"
 #define KERNELS_ENTRY_EXPAND "dop_expand"
 #define KERNELS_ENTRY_FUSED "dop_fused"
+#define KERNELS_ENTRY_COUNTER "dop_fused_counter"
 
 /*
  * Writes the complete source for (schedule, dtype, max_rank) into a malloc'd,

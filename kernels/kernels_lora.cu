@@ -27,6 +27,11 @@
  *   dop_fused   grid (row tiles, column tiles, slices): each CTA recomputes
  *               the fp32 intermediate of its rows over all of d_in in shared
  *               memory, then expands its column tile. One launch, no scratch.
+ *   dop_fused_counter  grid (row tiles, K splits, slices), after a memset of
+ *               the scratch and counters: each CTA adds its K part of the
+ *               intermediate into global memory and counts itself in; the last
+ *               CTA of a row tile reads the whole intermediate and expands all
+ *               columns. One launch of kernels, and no CTA waits for another.
  *
  * Latency, not bandwidth, limits these kernels at decode sizes, so each CTA
  * is a short chain of independent memory rounds: (1) the layout of its rows
@@ -588,5 +593,44 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused(const dop_kp
     dop_shrink_range(p, t, row0, 0, p.d_in, sv);
     __syncthreads();
     for (int col0 = blockIdx.y * DOP_COLS; col0 < p.d_out[slice]; col0 += gridDim.y * DOP_COLS)
+        dop_expand_tile(p, t, slice, row0, col0, sv);
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(const dop_kparams p)
+{
+    __shared__ dop_tile t;
+    __shared__ float sv[DOP_ROWS][DOP_MAXR];
+    __shared__ int last;
+    int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
+    int kbeg = blockIdx.y * p.k_per_cta;
+    int kend = min(p.d_in, kbeg + p.k_per_cta);
+    dop_zero_sv(sv);
+    dop_tile_init(p, row0, slice, t);
+    if (t.ngroups == 0)
+        return; /* uniform: nothing to add and nothing to expand for this tile */
+    dop_shrink_range(p, t, row0, kbeg, kend, sv);
+    __syncthreads();
+    float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
+    for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
+        int j = i / p.max_rank, r = i - j * p.max_rank;
+        if (r < t.rank_of[j])
+            atomicAdd(v + (long long)(row0 + j) * p.ldv + r, sv[j][r]);
+    }
+    __threadfence(); /* this CTA's partials are visible device-wide before it counts itself in */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *cnt = reinterpret_cast<unsigned *>(p.counters) + (long long)blockIdx.x * gridDim.z + slice;
+        last = atomicAdd(cnt, 1u) == gridDim.y - 1;
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence(); /* the other CTAs' partials, counted before us, are complete */
+    for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
+        int j = i / p.max_rank, r = i - j * p.max_rank;
+        sv[j][r] = r < t.rank_of[j] ? __ldcg(v + (long long)(row0 + j) * p.ldv + r) : 0.f; /* from L2, not L1 */
+    }
+    __syncthreads();
+    for (int col0 = 0; col0 < p.d_out[slice]; col0 += DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }

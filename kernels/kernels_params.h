@@ -25,6 +25,7 @@ typedef struct dop_kparams {
     dop_u64 seg_indptr;       /* i32[num_segments + 1]: segment layout */
     dop_u64 seg_slot;         /* i32[num_segments], or 0: slot = segment index */
     dop_u64 num_segments_dev; /* i32 read at run time, or 0: num_segments */
+    dop_u64 counters;         /* u32[row tiles * num_slices], zero at launch (fused_counter) */
     dop_i64 ldx, ldy, ldv;
     dop_i32 num_rows, d_in, num_slices, max_rank;
     dop_i32 num_segments, num_slots, uniform_rank, accumulate;
@@ -34,6 +35,6 @@ typedef struct dop_kparams {
     dop_i32 y_col[DOP_KP_MAX_SLICES];
 } dop_kparams;
 
-#define DOP_KPARAMS_SIZE 216
+#define DOP_KPARAMS_SIZE 224
 
 #endif

@@ -29,7 +29,7 @@ typedef struct runtime_kernel {
     int max_rank;
     search_schedule sched;
     CUmodule module;
-    CUfunction shrink, expand, fused;
+    CUfunction shrink, expand, fused, counter;
 } runtime_kernel;
 
 /* A module to prepare. */

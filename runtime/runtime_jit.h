@@ -8,7 +8,7 @@
 
 #include "runtime_driver.h"
 
-#define RUNTIME_JIT_MAX_ENTRIES 3
+#define RUNTIME_JIT_MAX_ENTRIES 4
 
 typedef struct runtime_jit_entry_info {
     char name[32];

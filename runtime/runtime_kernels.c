@@ -76,7 +76,8 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
     }
     if ((r = ctx->drv->fn_cuModuleGetFunction(&k->shrink, k->module, KERNELS_ENTRY_SHRINK)) != CUDA_SUCCESS ||
         (r = ctx->drv->fn_cuModuleGetFunction(&k->expand, k->module, KERNELS_ENTRY_EXPAND)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->fused, k->module, KERNELS_ENTRY_FUSED)) != CUDA_SUCCESS) {
+        (r = ctx->drv->fn_cuModuleGetFunction(&k->fused, k->module, KERNELS_ENTRY_FUSED)) != CUDA_SUCCESS ||
+        (r = ctx->drv->fn_cuModuleGetFunction(&k->counter, k->module, KERNELS_ENTRY_COUNTER)) != CUDA_SUCCESS) {
         ctx->drv->fn_cuModuleUnload(k->module);
         free(k);
         return runtime_fail_cu(ctx, r, "cuModuleGetFunction");

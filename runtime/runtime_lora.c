@@ -5,7 +5,8 @@
  *
  * Workspace (one allocation sized by dop_lora_workspace_size, reused by
  * every call of the shape):
- *   [ v scratch: num_rows x num_slices*max_rank fp32 (fused apply, split sketch) ]
+ *   [ v scratch: num_rows x num_slices*max_rank fp32 (apply: split and counter sketches) ]
+ *   [ completion counters: row tiles x num_slices u32 (counter sketch) ]
  *   [ layout metadata: up to 4*num_rows+4 int32 ]
  *   [ per-call weight arrays: u64 A | u64 B | i32 rank | f32 scale, max_call_slots*num_slices ]
  * The two metadata parts are contiguous and uploaded with one copy.
@@ -26,7 +27,7 @@ static size_t align_up(size_t v)
 }
 
 typedef struct ws_layout {
-    size_t v_off, v_size, meta_off, meta_size, w_off, w_size, total;
+    size_t v_off, v_size, cnt_off, cnt_size, meta_off, meta_size, w_off, w_size, total;
 } ws_layout;
 
 static ws_layout ws_plan(int32_t num_rows, int32_t num_slices, int32_t max_rank, int32_t max_call_slots)
@@ -34,7 +35,9 @@ static ws_layout ws_plan(int32_t num_rows, int32_t num_slices, int32_t max_rank,
     ws_layout w;
     w.v_off = 0;
     w.v_size = (size_t)num_rows * (size_t)num_slices * (size_t)max_rank * 4;
-    w.meta_off = align_up(w.v_size);
+    w.cnt_off = w.v_size; /* right after v: one memset clears both */
+    w.cnt_size = (size_t)num_rows * (size_t)num_slices * 4;
+    w.meta_off = align_up(w.cnt_off + w.cnt_size);
     w.meta_size = ((size_t)num_rows * 4 + 4) * 4;
     w.w_off = w.meta_off + w.meta_size; /* 8-byte aligned: meta_size is a multiple of 16 */
     w.w_size = runtime_packed_adapters_size(max_call_slots * num_slices);
@@ -587,7 +590,17 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     kp.k_per_cta = kpc;
     split = (c.d_in + kpc - 1) / kpc;
 
-    if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED) {
+    if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED_COUNTER) {
+        kp.counters = wsp + ws.cnt_off;
+        CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, (ws.v_size + ws.cnt_size) / 4,
+                                                   (CUstream)a->stream);
+        if (r != CUDA_SUCCESS) {
+            st = runtime_fail_cu(ctx, r, "cuMemsetD32Async (intermediate and counters)");
+            goto out;
+        }
+        st = launch(ctx, k->counter, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
+                    "cuLaunchKernel (fused, counters)");
+    } else if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED) {
         st = launch(ctx, k->fused, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
                     "cuLaunchKernel (fused)");
     } else if (a->op == RUNTIME_OP_APPLY) {
@@ -613,7 +626,7 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     }
     if (st == DOP_OK) {
         t_last_sched = sched;
-        t_last_sched.split_k = (uint8_t)(sched.sketch == SEARCH_SKETCH_SPLIT ? split : 1);
+        t_last_sched.split_k = (uint8_t)(sched.sketch == SEARCH_SKETCH_FUSED ? 1 : split);
         pthread_mutex_lock(&ctx->lock);
         ctx->stats.calls++;
         pthread_mutex_unlock(&ctx->lock);

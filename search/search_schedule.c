@@ -46,7 +46,7 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "schedule is NULL");
     if (s->version != SEARCH_SCHEDULE_VERSION)
         return fail(why, why_len, "schedule version %u, expected %u", s->version, SEARCH_SCHEDULE_VERSION);
-    if (s->sketch != SEARCH_SKETCH_SPLIT && s->sketch != SEARCH_SKETCH_FUSED)
+    if (s->sketch != SEARCH_SKETCH_SPLIT && s->sketch != SEARCH_SKETCH_FUSED && s->sketch != SEARCH_SKETCH_FUSED_COUNTER)
         return fail(why, why_len, "unknown sketch %u", s->sketch);
     if (!is_pow2_in(s->rows, 1, 32))
         return fail(why, why_len, "rows per CTA %u is not a power of two in 1..32", s->rows);
@@ -86,7 +86,10 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
 
 int search_schedule_format(const search_schedule *s, char *buf, size_t len)
 {
-    const char *sk = s->sketch == SEARCH_SKETCH_SPLIT ? "split" : s->sketch == SEARCH_SKETCH_FUSED ? "fused" : "?";
+    const char *sk = s->sketch == SEARCH_SKETCH_SPLIT            ? "split"
+                     : s->sketch == SEARCH_SKETCH_FUSED          ? "fused"
+                     : s->sketch == SEARCH_SKETCH_FUSED_COUNTER  ? "counter"
+                                                                 : "?";
     return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s", sk, s->rows, s->warps, s->vec,
                     s->kc, s->split_k, s->cols, s->mma ? " mma" : "");
 }
@@ -125,6 +128,8 @@ int search_schedule_parse(const char *text, search_schedule *out)
         s.sketch = SEARCH_SKETCH_SPLIT;
     else if (!strcmp(sk, "fused"))
         s.sketch = SEARCH_SKETCH_FUSED;
+    else if (!strcmp(sk, "counter"))
+        s.sketch = SEARCH_SKETCH_FUSED_COUNTER;
     else
         return -1;
     if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)

@@ -16,7 +16,11 @@ typedef enum search_sketch {
     /* shrink (split-K over CTAs, fp32 atomics into scratch) then expand: two launches */
     SEARCH_SKETCH_SPLIT = 1,
     /* one launch; every CTA recomputes the intermediate of its rows */
-    SEARCH_SKETCH_FUSED = 2
+    SEARCH_SKETCH_FUSED = 2,
+    /* one launch after a memset: split-K partials of the intermediate are added
+     * in global memory, and the last CTA of each row tile (a completion counter)
+     * expands it (BOLT's back-to-back GEMM fusion, without a grid-wide barrier) */
+    SEARCH_SKETCH_FUSED_COUNTER = 3
 } search_sketch;
 
 typedef struct search_schedule {

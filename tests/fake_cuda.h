@@ -43,10 +43,10 @@
 #define FK_STREAM ((dop_stream)(uintptr_t)0x5150)
 #define FK_MODULE_OF(f) ((CUmodule)((uintptr_t)(f) & ~(uintptr_t)0xffu))
 #define FK_UNUSED __attribute__((unused))
-enum { FK_SHRINK = 1, FK_EXPAND = 2, FK_FUSED = 3 };
+enum { FK_SHRINK = 1, FK_EXPAND = 2, FK_FUSED = 3, FK_COUNTER = 4 };
 
 typedef struct fk_launch {
-    int kind; /* FK_SHRINK, FK_EXPAND or FK_FUSED */
+    int kind; /* FK_SHRINK, FK_EXPAND, FK_FUSED or FK_COUNTER */
     CUmodule module;
     unsigned grid[3], block[3], smem;
     CUstream stream;
@@ -318,6 +318,7 @@ static CUresult fk_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *na
     int kind = !strcmp(name, KERNELS_ENTRY_SHRINK)   ? FK_SHRINK
                : !strcmp(name, KERNELS_ENTRY_EXPAND) ? FK_EXPAND
                : !strcmp(name, KERNELS_ENTRY_FUSED)  ? FK_FUSED
+               : !strcmp(name, KERNELS_ENTRY_COUNTER) ? FK_COUNTER
                                                      : 0;
     FK_LOCK();
     fk_module *mod = fk_module_find_locked(m);

@@ -133,8 +133,10 @@ static void test_illegal_fields(void **state)
     s = typical_split();
     s.sketch = 0;
     expect_illegal(&s, 16, "sketch");
-    s.sketch = 3;
+    s.sketch = 4;
     expect_illegal(&s, 16, "sketch");
+    s.sketch = SEARCH_SKETCH_FUSED_COUNTER; /* split-K partials combined in one launch */
+    expect_legal(&s, 16);
 
     const unsigned bad_rows[] = {0, 3, 6, 12, 24, 33, 64, 128, 255};
     for (size_t i = 0; i < sizeof bad_rows / sizeof bad_rows[0]; ++i) {

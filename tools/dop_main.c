@@ -170,10 +170,11 @@ static int cmd_jit(int argc, char **argv)
         }
     }
     free(rows);
-    printf("%-6s %-5s %-40s %9s %26s\n", "dtype", "rank", "module (tiles)", "time(ms)", "regs shrink/expand/fused");
+    printf("%-6s %-5s %-40s %9s %26s\n", "dtype", "rank", "module (tiles)", "time(ms)", "regs shrink/expand/fused/counter");
     int failures = 0, spills = 0;
     double total = 0;
-    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
+    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED,
+                                          KERNELS_ENTRY_COUNTER};
     for (int di = 0; di < ndt; ++di) {
         for (int k = 0; k < nseen; ++k) {
             search_schedule s = seen[k];
@@ -189,7 +190,7 @@ static int cmd_jit(int argc, char **argv)
                 continue;
             }
             runtime_cubin cub;
-            int rc = runtime_jit_compile(nv, src, dev.cc_major, dev.cc_minor, entries, 3, &cub, why, sizeof why);
+            int rc = runtime_jit_compile(nv, src, dev.cc_major, dev.cc_minor, entries, 4, &cub, why, sizeof why);
             free(src);
             if (rc) {
                 printf("%-6s %-5d %-52s FAILED: %s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name, why);
@@ -197,15 +198,15 @@ static int cmd_jit(int argc, char **argv)
                 continue;
             }
             char regs[64];
-            snprintf(regs, sizeof regs, "%d/%d/%d", cub.entries[0].registers, cub.entries[1].registers,
-                     cub.entries[2].registers);
-            for (int e = 0; e < 3; ++e)
+            snprintf(regs, sizeof regs, "%d/%d/%d/%d", cub.entries[0].registers, cub.entries[1].registers,
+                     cub.entries[2].registers, cub.entries[3].registers);
+            for (int e = 0; e < 4; ++e)
                 if (cub.entries[e].spill_stores > 0)
                     spills++;
             printf("%-6s %-5d %-40s %9.1f %26s%s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name,
                    cub.seconds * 1e3, regs,
                    (cub.entries[0].spill_stores > 0 || cub.entries[1].spill_stores > 0 ||
-                    cub.entries[2].spill_stores > 0)
+                    cub.entries[2].spill_stores > 0 || cub.entries[3].spill_stores > 0)
                        ? "  SPILLS"
                        : "");
             total += cub.seconds;

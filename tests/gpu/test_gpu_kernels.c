@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -182,11 +183,11 @@ static void test_forced_schedules(void **state)
     static const uint8_t splits[] = {1, 2, 3, 8, 64};
     int fails = 0, n = 0;
     uint64_t rng = 7;
-    while (n < 48) {
+    while (n < 60) {
         search_schedule s;
         memset(&s, 0, sizeof s);
         s.version = SEARCH_SCHEDULE_VERSION;
-        s.sketch = n % 2 ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT;
+        s.sketch = n % 3 == 0 ? SEARCH_SKETCH_SPLIT : n % 3 == 1 ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_FUSED_COUNTER;
         s.rows = rows[runtime_rng_next(&rng) % 6];
         s.warps = warps[runtime_rng_next(&rng) % 5];
         s.vec = vecs[runtime_rng_next(&rng) % 4];
@@ -252,6 +253,9 @@ static void test_mma_schedules(void **state)
         "split rows=16 warps=16 vec=8 kc=16 splitk=16 cols=1000 mma",
         "fused rows=16 warps=8 vec=8 kc=64 splitk=1 cols=256 mma",
         "fused rows=16 warps=4 vec=8 kc=32 splitk=1 cols=64 mma",
+        "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma",
+        "counter rows=1 warps=8 vec=8 kc=1024 splitk=16 cols=512",
+        "counter rows=4 warps=4 vec=8 kc=512 splitk=1 cols=128",
     };
     static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}, {1024, 3424}};
     static const int ranks[] = {8, 16, 40, 64, 128};
@@ -344,6 +348,11 @@ int main(void)
         cmocka_unit_test(test_shrink_expand_and_weights),
         cmocka_unit_test(test_forced_schedules),
     };
+    /* DOP_TEST_FILTER runs the tests whose names match (a cmocka glob), so the groups
+     * can run as parallel processes sharing one cache */
+    const char *filter = getenv("DOP_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dop_context_stats stats;
     dop_context_get_stats(g_ctx, &stats);
