@@ -1,0 +1,147 @@
+/*
+ * search_space.h -- the legal schedule space of one problem: enumeration,
+ * seeded uniform sampling, mutation and crossover (the operators a tuner
+ * needs), all deterministic given the seed.
+ *
+ * A problem is an op on a shape (num_rows, d_in -> max_rank -> d_out[slice]),
+ * a dtype and a target GPU. The space holds every schedule that
+ * search_schedule_legal accepts for max_rank AND that passes the problem's
+ * own rules (search_space_legal lists them), each annotation drawn from its
+ * domain:
+ *
+ *   sketch   split, fused               fused: op apply only
+ *   rows     1 2 4 8 16 32              <= the next power of two >= num_rows, and
+ *                                       the CTA's shared memory (rows x max_rank
+ *                                       fp32 + the row tile) fits smem_per_block
+ *   warps    1 2 4 8 16                 32 * warps <= 1024 threads
+ *   vec      1 2 4 8                    divides d_in (else the kernel silently
+ *                                       falls back to scalar loads)
+ *   split_k  1 2 3 4 6 8 12 16 24 32 48 64
+ *                                       split sketch: <= ceil(d_in / (32 * vec)),
+ *                                       and exactly the number of CTAs the
+ *                                       launcher makes of it (it rounds each
+ *                                       CTA's K range up to whole 32 * vec
+ *                                       loads, so e.g. 12 over 4096 at vec 8
+ *                                       would run as 8: left out); fused: 1
+ *   kc       32 * vec * {1 2 4 8 16}    loads per lane (kc / (32 * vec)) <= the
+ *                                       next power of two of the loads one CTA's
+ *                                       K range holds (more would only be masked)
+ *   cols     32 64 128 256 512 1024     <= the next power of two >= max d_out
+ *
+ * Annotations an op's kernels never read are pinned, so no two schedules of
+ * the space differ only in what the op ignores: op expand pins vec 1,
+ * kc 32 and split_k 1; op shrink pins cols 32 (and split_k 1 when it
+ * overwrites its output, as the runtime forces).
+ *
+ * The search module depends on nothing but search_schedule.h.
+ */
+#ifndef DOP_SEARCH_SPACE_H
+#define DOP_SEARCH_SPACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "search_schedule.h"
+
+#define SEARCH_MAX_SLICES 8
+
+/* Values of search_problem.op (the runtime's runtime_op). */
+enum { SEARCH_OP_APPLY = 0, SEARCH_OP_SHRINK = 1, SEARCH_OP_EXPAND = 2 };
+/* Values of search_problem.dtype (the kernels' kernels_dtype). */
+enum { SEARCH_DTYPE_F16 = 1, SEARCH_DTYPE_BF16 = 2 };
+
+typedef struct search_problem {
+    int op;         /* SEARCH_OP_* */
+    int dtype;      /* SEARCH_DTYPE_* (both are 2 bytes: no rule depends on it) */
+    int num_rows;   /* >= 1 */
+    int d_in;       /* >= 1 */
+    int num_slices; /* 1 .. SEARCH_MAX_SLICES */
+    int d_out[SEARCH_MAX_SLICES]; /* >= 1 for the first num_slices (ignored by op shrink) */
+    int max_rank;   /* 1 .. 128 */
+    int cc_major, cc_minor; /* target architecture, sm_80 or newer */
+    int sm_count;   /* of the target (not a legality input; for models and tools) */
+    int smem_per_block; /* bytes of static shared memory a CTA may use; 0: SEARCH_STATIC_SMEM_LIMIT */
+    int shrink_overwrite; /* op shrink without DOP_SHRINK_ACCUMULATE: split_k must be 1 */
+} search_problem;
+
+/* Number of annotation fields mutation and crossover work on (sketch included). */
+#define SEARCH_SPACE_FIELDS 7
+
+/* Whether the problem itself is well-formed (why says which field is not). */
+bool search_problem_valid(const search_problem *p, char *why, size_t why_len);
+
+/* Whether s is in p's space: search_schedule_legal plus the problem's rules. */
+bool search_space_legal(const search_problem *p, const search_schedule *s, char *why, size_t why_len);
+
+/*
+ * Size of p's space. counts (may be NULL) is indexed by search_sketch and
+ * needs 3 entries: counts[0] gets the total, counts[SEARCH_SKETCH_SPLIT] and
+ * counts[SEARCH_SKETCH_FUSED] the per-sketch sizes. Returns the total, or -1
+ * (counts all 0) for an invalid problem.
+ */
+long search_space_count(const search_problem *p, long *counts);
+
+/*
+ * Calls fn for every schedule of the space in a fixed order (sketch split
+ * then fused, then rows, warps, vec, split_k, kc, cols ascending). A nonzero
+ * return from fn stops the walk. Returns how many schedules fn was given,
+ * or -1 for an invalid problem.
+ */
+typedef int (*search_space_fn)(const search_schedule *s, void *user);
+long search_space_enumerate(const search_problem *p, search_space_fn fn, void *user);
+
+/* The index-th schedule of the enumeration order; 0, or -1 when out of range. */
+int search_space_at(const search_problem *p, long index, search_schedule *out);
+
+/* splitmix64: the generator every operator here draws from. */
+uint64_t search_rng_next(uint64_t *state);
+/* Uniform integer in [0, n) (n >= 1), without modulo bias. */
+uint64_t search_rng_below(uint64_t *state, uint64_t n);
+
+/*
+ * A schedule drawn uniformly from the space (rejection sampling over the
+ * annotation grid, then an exact draw by index if a bounded number of tries
+ * all missed: uniform either way). 0, or -1 for an invalid or empty space.
+ */
+int search_space_sample(const search_problem *p, uint64_t *rng, search_schedule *out);
+/* Same, restricted to one sketch (0: any). */
+int search_space_sample_sketch(const search_problem *p, int sketch, uint64_t *rng, search_schedule *out);
+
+/*
+ * The legal schedule nearest to in (fewest fields changed, then the smallest
+ * changes; ties go to the first in enumeration order). Returns 0 when in was
+ * already legal (out = in), 1 when fields were changed, -1 for an invalid or
+ * empty space.
+ */
+int search_space_repair(const search_problem *p, const search_schedule *in, search_schedule *out);
+
+/*
+ * One move of the schedule: one annotation set to another value of its
+ * domain, chosen by first drawing a field (sketch, rows, warps, vec, kc,
+ * split_k, cols) uniformly among those with a legal move, then one of its
+ * moves. rows, warps, cols and kc change alone. The fields whose domain
+ * depends on another follow it when they must: switching the sketch or
+ * changing vec may also change split_k and kc, changing split_k may also
+ * change kc (each to its nearest legal value, only when the old one is not
+ * legal any more; e.g. to fused sets split_k 1). Returns
+ *   0   out differs from in by one move;
+ *   1   no move is legal: out is another schedule of the space drawn
+ *       uniformly, or in itself when the space holds nothing else;
+ *   2   in was not in the space: out is search_space_repair(in);
+ *  -1   invalid or empty space, or NULL arguments.
+ */
+int search_space_mutate(const search_problem *p, const search_schedule *in, uint64_t *rng, search_schedule *out);
+
+/*
+ * Uniform crossover: each of the seven fields (sketch, rows, warps, vec, kc,
+ * split_k, cols) taken from a or b by a coin flip; a child outside the space
+ * is repaired to the legal schedule nearest to it that takes the most fields
+ * from either parent. Returns how many fields of out match neither parent
+ * (0 in the usual case), or -1 for an invalid or empty space or NULL
+ * arguments. a and b need not be legal.
+ */
+int search_space_crossover(const search_problem *p, const search_schedule *a, const search_schedule *b, uint64_t *rng,
+                           search_schedule *out);
+
+#endif
