@@ -163,6 +163,26 @@ static CUgraphExec capture(dop_context *ctx, runtime_case_data *cd)
     return ge;
 }
 
+/* One case of the grid: apply, one slice, segments with device copies. */
+static runtime_case grid_case(dop_dtype dtype, int layout, int rows, int din, int dout, int rank, uint64_t seed)
+{
+    runtime_case c;
+    memset(&c, 0, sizeof c);
+    c.dtype = dtype;
+    c.op = RUNTIME_OP_APPLY;
+    c.workload = (runtime_workload)layout;
+    c.layout_kind = DOP_LAYOUT_SEGMENTS;
+    c.num_rows = rows;
+    c.d_in = din;
+    c.num_slices = 1;
+    c.d_out[0] = dout;
+    c.max_rank = rank;
+    c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
+    c.device_copies = 1;
+    c.seed = seed;
+    return c;
+}
+
 /* ---- sweep ------------------------------------------------------------------------ */
 
 static int sweep_candidates(search_schedule *out, int max)
@@ -250,20 +270,7 @@ static int run_sweep(dop_context *ctx, CUstream stream, const int *layouts, int 
     for (int ri = 0; ri < nranks; ++ri)
         for (int li = 0; li < nlayouts; ++li)
             for (int ni = 0; ni < nrows && k < ncase; ++ni, ++k) {
-                runtime_case c;
-                memset(&c, 0, sizeof c);
-                c.dtype = dtype;
-                c.op = RUNTIME_OP_APPLY;
-                c.workload = (runtime_workload)layouts[li];
-                c.layout_kind = DOP_LAYOUT_SEGMENTS;
-                c.num_rows = rows[ni];
-                c.d_in = din;
-                c.num_slices = 1;
-                c.d_out[0] = dout;
-                c.max_rank = ranks[ri];
-                c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
-                c.device_copies = 1;
-                c.seed = 1000 + (uint64_t)k;
+                runtime_case c = grid_case(dtype, layouts[li], rows[ni], din, dout, ranks[ri], 1000 + (uint64_t)k);
                 runtime_case_data *cd;
                 if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {
                     fprintf(stderr, "setup: %s\n", dop_context_error(ctx));
@@ -430,20 +437,7 @@ int main(int argc, char **argv)
     for (int ri = 0; ri < nranks; ++ri)
         for (int li = 0; li < nlayouts; ++li)
             for (int ni = 0; ni < nrows; ++ni) {
-                runtime_case c;
-                memset(&c, 0, sizeof c);
-                c.dtype = dtype;
-                c.op = RUNTIME_OP_APPLY;
-                c.workload = (runtime_workload)layouts[li];
-                c.layout_kind = DOP_LAYOUT_SEGMENTS;
-                c.num_rows = rows[ni];
-                c.d_in = din;
-                c.num_slices = 1;
-                c.d_out[0] = dout;
-                c.max_rank = ranks[ri];
-                c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
-                c.device_copies = 1;
-                c.seed = 1000 + (uint64_t)ncase;
+                runtime_case c = grid_case(dtype, layouts[li], rows[ni], din, dout, ranks[ri], 1000 + (uint64_t)ncase);
                 c.force = force_text ? &forced : NULL;
                 runtime_case_data *cd;
                 if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {

@@ -22,6 +22,23 @@ static bool is_pow2_in(unsigned v, unsigned lo, unsigned hi)
     return v >= lo && v <= hi && (v & (v - 1)) == 0;
 }
 
+search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
+                                     unsigned split_k, unsigned cols, unsigned mma)
+{
+    search_schedule s;
+    memset(&s, 0, sizeof s);
+    s.version = SEARCH_SCHEDULE_VERSION;
+    s.sketch = (uint8_t)sketch;
+    s.rows = (uint8_t)rows;
+    s.warps = (uint8_t)warps;
+    s.vec = (uint8_t)vec;
+    s.kc = (uint16_t)kc;
+    s.split_k = (uint8_t)split_k;
+    s.cols = (uint16_t)cols;
+    s.mma = (uint8_t)mma;
+    return s;
+}
+
 size_t search_schedule_smem(const search_schedule *s, int max_rank)
 {
     size_t tile = (size_t)s->rows * 36 + 8;            /* struct dop_tile */

@@ -39,6 +39,10 @@ typedef struct search_schedule {
 /* Static shared memory one CTA may use (no opt-in needed on sm_80+). */
 #define SEARCH_STATIC_SMEM_LIMIT (48 * 1024)
 
+/* A schedule of the current version with the given fields (legality not checked). */
+search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
+                                     unsigned split_k, unsigned cols, unsigned mma);
+
 /* Shared memory the kernels of s need for a shape of max_rank. */
 size_t search_schedule_smem(const search_schedule *s, int max_rank);
 

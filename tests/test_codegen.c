@@ -34,17 +34,7 @@
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols)
 {
-    search_schedule s;
-    memset(&s, 0, sizeof s);
-    s.version = SEARCH_SCHEDULE_VERSION;
-    s.sketch = (uint8_t)sketch;
-    s.rows = (uint8_t)rows;
-    s.warps = (uint8_t)warps;
-    s.vec = (uint8_t)vec;
-    s.kc = (uint16_t)kc;
-    s.split_k = (uint8_t)split_k;
-    s.cols = (uint16_t)cols;
-    return s;
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, 0);
 }
 
 static char *gen(const search_schedule *s, kernels_dtype dtype, int max_rank, size_t *len)

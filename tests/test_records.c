@@ -65,18 +65,7 @@ static double now_s(void)
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols, unsigned mma)
 {
-    search_schedule s;
-    memset(&s, 0, sizeof s);
-    s.version = SEARCH_SCHEDULE_VERSION;
-    s.sketch = (uint8_t)sketch;
-    s.rows = (uint8_t)rows;
-    s.warps = (uint8_t)warps;
-    s.vec = (uint8_t)vec;
-    s.kc = (uint16_t)kc;
-    s.split_k = (uint8_t)split_k;
-    s.cols = (uint16_t)cols;
-    s.mma = (uint8_t)mma;
-    return s;
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, mma);
 }
 
 static search_task task_apply(void)
