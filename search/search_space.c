@@ -4,13 +4,14 @@
  *
  * The space is a subset of a grid: one index per annotation into its domain
  * (kc through its multiple of 32 * vec), so every schedule of the space is
- * exactly one grid point. The rules are checked in stages, each needing only
- * the annotations before it in the order sketch, rows, warps, vec, split_k,
- * kc, cols, so the enumeration prunes a whole subtree at the first broken
- * rule and costs about the size of the space, not of the grid (86400
- * points). Sampling draws grid points uniformly and keeps the first legal
- * one, which is uniform over the space; after a bounded number of misses
- * (tiny spaces) it draws an index into the enumeration instead, uniform too.
+ * exactly one grid point (kc of an mma schedule through its multiple of 16).
+ * The rules are checked in stages, each needing only the annotations before
+ * it in the order sketch, mma, rows, warps, vec, split_k, kc, cols, so the
+ * enumeration prunes a whole subtree at the first broken rule and costs
+ * about the size of the space, not of the grid (259200 points). Sampling
+ * draws grid points uniformly and keeps the first legal one, which is uniform
+ * over the space; after a bounded number of misses (tiny spaces) it draws an
+ * index into the enumeration instead, uniform too.
  *
  * Everything random comes from a splitmix64 state the caller owns, so a seed
  * gives the same schedules on every machine.
@@ -26,15 +27,20 @@
 static const unsigned k_rows[] = {1, 2, 4, 8, 16, 32};
 static const unsigned k_warps[] = {1, 2, 4, 8, 16};
 static const unsigned k_vec[] = {1, 2, 4, 8};
-static const unsigned k_mult[] = {1, 2, 4, 8, 16}; /* kc = 32 * vec * mult */
+static const unsigned k_mult[] = {1, 2, 4, 8, 16}; /* kc = 32 * vec * mult (mma: 16 * mult, mult <= 8) */
 static const unsigned k_split[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
 static const unsigned k_cols[] = {32, 64, 128, 256, 512, 1024};
-static const unsigned k_sketch[] = {SEARCH_SKETCH_SPLIT, SEARCH_SKETCH_FUSED};
+static const unsigned k_sketch[] = {SEARCH_SKETCH_SPLIT, SEARCH_SKETCH_FUSED, SEARCH_SKETCH_FUSED_COUNTER};
+static const unsigned k_mma[] = {0, 1};
+#define MMA_ROWS 16u     /* the one tile height of the tensor-core path */
+#define MMA_VEC 8u       /* and its vector width */
+#define MMA_KC_STEP 16u  /* kc of an mma schedule: 16 * {1 2 4 8} */
+#define MMA_MAX_MULT 8u  /* at most 8 k16 steps in flight */
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* Fields, in the order of search_space_crossover and the repair cost. */
-enum { F_SKETCH, F_ROWS, F_WARPS, F_VEC, F_KC, F_SPLIT, F_COLS, F_COUNT };
+enum { F_SKETCH, F_ROWS, F_WARPS, F_VEC, F_KC, F_SPLIT, F_COLS, F_MMA, F_COUNT };
 _Static_assert(F_COUNT == SEARCH_SPACE_FIELDS, "field count");
 
 static unsigned get_field(const search_schedule *s, int f)
@@ -46,6 +52,7 @@ static unsigned get_field(const search_schedule *s, int f)
     case F_VEC: return s->vec;
     case F_KC: return s->kc;
     case F_SPLIT: return s->split_k;
+    case F_MMA: return s->mma;
     default: return s->cols;
     }
 }
@@ -59,6 +66,7 @@ static void set_field(search_schedule *s, int f, unsigned v)
     case F_VEC: s->vec = (uint8_t)v; break;
     case F_KC: s->kc = (uint16_t)v; break;
     case F_SPLIT: s->split_k = (uint8_t)v; break;
+    case F_MMA: s->mma = (uint8_t)v; break;
     default: s->cols = (uint16_t)v; break;
     }
 }
@@ -147,11 +155,24 @@ static bool ctx_init(space_ctx *c, const search_problem *p)
     return true;
 }
 
-/* K elements one CTA of the split sketch covers, as the launcher computes it:
- * the share of d_in rounded up to a whole warp-wide load. */
-static long k_per_cta(long d_in, unsigned vec, unsigned split)
+/* Granularity of a CTA's K range: one warp-wide load (256 elements for the
+ * tensor-core path, as for vec 8). */
+static long k_gran(unsigned mma, unsigned vec)
 {
-    long gran = 32L * vec;
+    return mma ? 256L : 32L * vec;
+}
+
+/* K step granularity: kc is this times 1, 2, 4, 8 (or 16 without mma). */
+static unsigned kc_step(unsigned mma, unsigned vec)
+{
+    return mma ? MMA_KC_STEP : 32u * vec;
+}
+
+/* K elements one CTA of a split-K sketch covers, as the launcher computes it:
+ * the share of d_in rounded up to a whole warp-wide load. */
+static long k_per_cta(long d_in, unsigned mma, unsigned vec, unsigned split)
+{
+    long gran = k_gran(mma, vec);
     long k = (d_in + split - 1) / split;
     return (k + gran - 1) / gran * gran;
 }
@@ -164,17 +185,38 @@ static bool split_pinned(const space_ctx *c, unsigned sketch)
 
 static bool rule_sketch(const space_ctx *c, unsigned sketch, char *why, size_t len)
 {
+    if (!in_list(sketch, k_sketch, N_OF(k_sketch)))
+        return fail(why, len, "unknown sketch %u", sketch);
     if (sketch == SEARCH_SKETCH_FUSED && c->p->op != SEARCH_OP_APPLY)
         return fail(why, len, "the fused sketch is for op apply only");
-    if (sketch != SEARCH_SKETCH_SPLIT && sketch != SEARCH_SKETCH_FUSED)
-        return fail(why, len, "unknown sketch %u", sketch);
+    if (sketch == SEARCH_SKETCH_FUSED_COUNTER && c->p->op != SEARCH_OP_APPLY)
+        return fail(why, len, "the counter sketch is for op apply only");
     return true;
 }
 
-static bool rule_rows(const space_ctx *c, unsigned rows, char *why, size_t len)
+static bool rule_rows(const space_ctx *c, unsigned mma, unsigned rows, char *why, size_t len);
+
+static bool rule_mma(const space_ctx *c, unsigned mma, char *why, size_t len)
+{
+    if (!in_list(mma, k_mma, N_OF(k_mma)))
+        return fail(why, len, "mma %u not 0 or 1", mma);
+    if (!mma)
+        return true;
+    if (c->p->d_in % (int)MMA_VEC != 0)
+        return fail(why, len, "tensor cores (mma) load 8 elements at a time: d_in %d is not a multiple of 8",
+                    c->p->d_in);
+    char inner[160] = "";
+    if (!rule_rows(c, 0, MMA_ROWS, inner, sizeof inner))
+        return fail(why, len, "tensor cores (mma) need 16 rows per CTA: %s", inner);
+    return true;
+}
+
+static bool rule_rows(const space_ctx *c, unsigned mma, unsigned rows, char *why, size_t len)
 {
     if (!in_list(rows, k_rows, N_OF(k_rows)))
         return fail(why, len, "rows per CTA %u not in the domain 1..32 (powers of two)", rows);
+    if (mma && rows != MMA_ROWS)
+        return fail(why, len, "tensor-core (mma) schedules take 16 rows per CTA, not %u", rows);
     if ((long)rows > c->rows_max)
         return fail(why, len, "rows per CTA %u more than the next power of two of num_rows %d (%ld)", rows,
                     c->p->num_rows, c->rows_max);
@@ -198,11 +240,13 @@ static bool rule_warps(const space_ctx *c, unsigned warps, char *why, size_t len
     return true;
 }
 
-static bool rule_vec(const space_ctx *c, unsigned vec, char *why, size_t len)
+static bool rule_vec(const space_ctx *c, unsigned mma, unsigned vec, char *why, size_t len)
 {
     if (!in_list(vec, k_vec, N_OF(k_vec)))
         return fail(why, len, "vector width %u not 1, 2, 4 or 8", vec);
-    if (c->p->op == SEARCH_OP_EXPAND && vec != 1)
+    if (mma && vec != MMA_VEC)
+        return fail(why, len, "tensor-core (mma) schedules take vec 8, not %u", vec);
+    if (c->p->op == SEARCH_OP_EXPAND && !mma && vec != 1)
         return fail(why, len, "op expand reads no vector width: vec is pinned to 1 (got %u)", vec);
     if (c->p->d_in % (int)vec != 0)
         return fail(why, len, "vector width %u does not divide d_in %d (the kernel would fall back to scalar loads)",
@@ -210,7 +254,8 @@ static bool rule_vec(const space_ctx *c, unsigned vec, char *why, size_t len)
     return true;
 }
 
-static bool rule_split(const space_ctx *c, unsigned sketch, unsigned vec, unsigned split, char *why, size_t len)
+static bool rule_split(const space_ctx *c, unsigned sketch, unsigned mma, unsigned vec, unsigned split, char *why,
+                       size_t len)
 {
     if (!in_list(split, k_split, N_OF(k_split)))
         return fail(why, len, "split-K %u not in the domain {1 2 3 4 6 8 12 16 24 32 48 64}", split);
@@ -222,11 +267,12 @@ static bool rule_split(const space_ctx *c, unsigned sketch, unsigned vec, unsign
                                                        : "op shrink overwriting its output");
         return true;
     }
-    long gran = 32L * vec, d_in = c->p->d_in;
+    long gran = k_gran(mma, vec), d_in = c->p->d_in;
     long most = (d_in + gran - 1) / gran;
     if ((long)split > most)
-        return fail(why, len, "split-K %u more than ceil(d_in %ld / (32 * vec %u)) = %ld", split, d_in, vec, most);
-    long kpc = k_per_cta(d_in, vec, split);
+        return fail(why, len, "split-K %u more than ceil(d_in %ld / %ld (one warp-wide load)) = %ld", split, d_in, gran,
+                    most);
+    long kpc = k_per_cta(d_in, mma, vec, split);
     long made = (d_in + kpc - 1) / kpc;
     if (made != (long)split)
         return fail(why, len, "split-K %u launches as %ld CTAs (%ld K elements each, whole %ld-element loads)", split,
@@ -234,19 +280,23 @@ static bool rule_split(const space_ctx *c, unsigned sketch, unsigned vec, unsign
     return true;
 }
 
-static bool rule_kc(const space_ctx *c, unsigned sketch, unsigned vec, unsigned split, unsigned kc, char *why,
-                    size_t len)
+static bool rule_kc(const space_ctx *c, unsigned sketch, unsigned mma, unsigned vec, unsigned split, unsigned kc,
+                    char *why, size_t len)
 {
-    unsigned step = 32u * vec;
-    if (kc == 0 || kc % step != 0 || !in_list(kc / step, k_mult, N_OF(k_mult)))
+    unsigned step = kc_step(mma, vec);
+    if (mma) {
+        if (kc == 0 || kc % step != 0 || !in_list(kc / step, k_mult, N_OF(k_mult)) || kc / step > MMA_MAX_MULT)
+            return fail(why, len, "K step %u of an mma schedule is not 16 times 1, 2, 4 or 8", kc);
+    } else if (kc == 0 || kc % step != 0 || !in_list(kc / step, k_mult, N_OF(k_mult))) {
         return fail(why, len, "K step %u is not 32 * vec (%u) times 1, 2, 4, 8 or 16", kc, step);
+    }
     if (c->p->op == SEARCH_OP_EXPAND) {
-        if (kc != 32)
-            return fail(why, len, "op expand reads no K step: kc is pinned to 32 (got %u)", kc);
+        if (kc != step)
+            return fail(why, len, "op expand reads no K step: kc is pinned to %u (got %u)", step, kc);
         return true;
     }
-    long kpc = k_per_cta(c->p->d_in, vec, sketch == SEARCH_SKETCH_FUSED ? 1 : split);
-    long most = next_pow2(kpc / step, 16);
+    long kpc = k_per_cta(c->p->d_in, mma, vec, split_pinned(c, sketch) ? 1 : split);
+    long most = next_pow2(kpc / step, mma ? MMA_MAX_MULT : 16);
     if ((long)(kc / step) > most)
         return fail(why, len, "K step %u: %u loads per lane, more than the %ld a CTA's K range of %ld needs", kc,
                     kc / step, most, kpc);
@@ -272,10 +322,10 @@ static bool legal_ctx(const space_ctx *c, const search_schedule *s, char *why, s
 {
     if (!search_schedule_legal(s, c->p->max_rank, why, len))
         return false;
-    return rule_sketch(c, s->sketch, why, len) && rule_rows(c, s->rows, why, len) &&
-           rule_warps(c, s->warps, why, len) && rule_vec(c, s->vec, why, len) &&
-           rule_split(c, s->sketch, s->vec, s->split_k, why, len) &&
-           rule_kc(c, s->sketch, s->vec, s->split_k, s->kc, why, len) && rule_cols(c, s->cols, why, len);
+    return rule_sketch(c, s->sketch, why, len) && rule_mma(c, s->mma, why, len) &&
+           rule_rows(c, s->mma, s->rows, why, len) && rule_warps(c, s->warps, why, len) &&
+           rule_vec(c, s->mma, s->vec, why, len) && rule_split(c, s->sketch, s->mma, s->vec, s->split_k, why, len) &&
+           rule_kc(c, s->sketch, s->mma, s->vec, s->split_k, s->kc, why, len) && rule_cols(c, s->cols, why, len);
 }
 
 bool search_space_legal(const search_problem *p, const search_schedule *s, char *why, size_t why_len)
@@ -305,12 +355,14 @@ static long walk(const space_ctx *c, unsigned only, search_space_fn fn, void *us
 {
     long n = 0;
     search_schedule s = blank();
-    for (int a = 0; a < N_OF(k_sketch); ++a) {
-        s.sketch = (uint8_t)k_sketch[a];
-        if ((only && s.sketch != only) || !rule_sketch(c, s.sketch, NULL, 0))
+    for (int a = 0; a < N_OF(k_sketch) * N_OF(k_mma); ++a) {
+        /* sketch, then mma: one loop so the nesting below stays as deep as before */
+        s.sketch = (uint8_t)k_sketch[a / N_OF(k_mma)];
+        s.mma = (uint8_t)k_mma[a % N_OF(k_mma)];
+        if ((only && s.sketch != only) || !rule_sketch(c, s.sketch, NULL, 0) || !rule_mma(c, s.mma, NULL, 0))
             continue;
         for (int r = 0; r < N_OF(k_rows); ++r) {
-            if (!rule_rows(c, k_rows[r], NULL, 0))
+            if (!rule_rows(c, s.mma, k_rows[r], NULL, 0))
                 continue;
             s.rows = (uint8_t)k_rows[r];
             for (int w = 0; w < N_OF(k_warps); ++w) {
@@ -318,16 +370,16 @@ static long walk(const space_ctx *c, unsigned only, search_space_fn fn, void *us
                     continue;
                 s.warps = (uint8_t)k_warps[w];
                 for (int v = 0; v < N_OF(k_vec); ++v) {
-                    if (!rule_vec(c, k_vec[v], NULL, 0))
+                    if (!rule_vec(c, s.mma, k_vec[v], NULL, 0))
                         continue;
                     s.vec = (uint8_t)k_vec[v];
                     for (int k = 0; k < N_OF(k_split); ++k) {
-                        if (!rule_split(c, s.sketch, s.vec, k_split[k], NULL, 0))
+                        if (!rule_split(c, s.sketch, s.mma, s.vec, k_split[k], NULL, 0))
                             continue;
                         s.split_k = (uint8_t)k_split[k];
                         for (int m = 0; m < N_OF(k_mult); ++m) {
-                            unsigned kc = 32u * s.vec * k_mult[m];
-                            if (!rule_kc(c, s.sketch, s.vec, s.split_k, kc, NULL, 0))
+                            unsigned kc = kc_step(s.mma, s.vec) * k_mult[m];
+                            if (!rule_kc(c, s.sketch, s.mma, s.vec, s.split_k, kc, NULL, 0))
                                 continue;
                             s.kc = (uint16_t)kc;
                             for (int o = 0; o < N_OF(k_cols); ++o) {
@@ -366,7 +418,7 @@ static int count_fn(const search_schedule *s, void *user)
 
 long search_space_count(const search_problem *p, long *counts)
 {
-    long local[3] = {0, 0, 0};
+    long local[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
     space_ctx c;
     if (!ctx_init(&c, p)) {
         if (counts)
@@ -374,7 +426,7 @@ long search_space_count(const search_problem *p, long *counts)
         return -1;
     }
     walk(&c, 0, count_fn, local);
-    local[0] = local[SEARCH_SKETCH_SPLIT] + local[SEARCH_SKETCH_FUSED];
+    local[0] = local[SEARCH_SKETCH_SPLIT] + local[SEARCH_SKETCH_FUSED] + local[SEARCH_SKETCH_FUSED_COUNTER];
     if (counts)
         memcpy(counts, local, sizeof local);
     return local[0];
@@ -445,11 +497,12 @@ static int sample_ctx(const space_ctx *c, unsigned only, uint64_t *rng, search_s
     search_schedule s = blank();
     for (int t = 0; t < SAMPLE_TRIES; ++t) {
         s.sketch = (uint8_t)(only ? only : k_sketch[search_rng_below(rng, N_OF(k_sketch))]);
+        s.mma = (uint8_t)k_mma[search_rng_below(rng, N_OF(k_mma))];
         s.rows = (uint8_t)k_rows[search_rng_below(rng, N_OF(k_rows))];
         s.warps = (uint8_t)k_warps[search_rng_below(rng, N_OF(k_warps))];
         s.vec = (uint8_t)k_vec[search_rng_below(rng, N_OF(k_vec))];
         s.split_k = (uint8_t)k_split[search_rng_below(rng, N_OF(k_split))];
-        s.kc = (uint16_t)(32u * s.vec * k_mult[search_rng_below(rng, N_OF(k_mult))]);
+        s.kc = (uint16_t)(kc_step(s.mma, s.vec) * k_mult[search_rng_below(rng, N_OF(k_mult))]);
         s.cols = (uint16_t)k_cols[search_rng_below(rng, N_OF(k_cols))];
         if (legal_ctx(c, &s, NULL, 0)) {
             *out = s;
@@ -467,7 +520,7 @@ int search_space_sample_sketch(const search_problem *p, int sketch, uint64_t *rn
     space_ctx c;
     if (!rng || !out || !ctx_init(&c, p))
         return -1;
-    if (sketch != 0 && sketch != SEARCH_SKETCH_SPLIT && sketch != SEARCH_SKETCH_FUSED)
+    if (sketch != 0 && !in_list((unsigned)sketch, k_sketch, N_OF(k_sketch)))
         return -1;
     return sample_ctx(&c, (unsigned)sketch, rng, out);
 }
@@ -497,10 +550,11 @@ static long field_dist(unsigned a, unsigned b)
     return 1 + (d < 0 ? -d : d);
 }
 
-/* Position in the enumeration order (sketch, rows, warps, vec, split_k, kc, cols). */
+/* Position in the enumeration order (sketch, mma, rows, warps, vec, split_k, kc, cols). */
 static uint64_t order_key(const search_schedule *s)
 {
-    return (uint64_t)s->sketch << 56 | (uint64_t)s->rows << 48 | (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
+    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 48 |
+           (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
            (uint64_t)s->split_k << 24 | (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5);
 }
 
@@ -584,11 +638,13 @@ static int different_fn(const search_schedule *s, void *user)
     return 1;
 }
 
-/* Fields whose domain depends on field f (the order sketch, vec, split_k,
- * kc): after f moves, these may have to follow. */
+/* Fields whose domain depends on field f (the order sketch, mma, rows, vec,
+ * split_k, kc): after f moves, these may have to follow. mma pins rows and
+ * vec and changes the K granularity (split_k) and the K step (kc). */
 static unsigned dependents_of(int f)
 {
     switch (f) {
+    case F_MMA: return 1u << F_ROWS | 1u << F_VEC | 1u << F_SPLIT | 1u << F_KC;
     case F_SKETCH:
     case F_VEC: return 1u << F_SPLIT | 1u << F_KC;
     case F_SPLIT: return 1u << F_KC;
@@ -609,21 +665,30 @@ static int fix_dependents(const space_ctx *c, int f, search_schedule *t)
     const search_schedule want = *t;
     long best = -1;
     search_schedule found = want;
+    /* every dependent runs over its domain, the others stay (kc is always a dependent) */
+    int nr = dep >> F_ROWS & 1u ? N_OF(k_rows) : 1;
+    int nv = dep >> F_VEC & 1u ? N_OF(k_vec) : 1;
     int ns = dep >> F_SPLIT & 1u ? N_OF(k_split) : 1;
-    for (int i = 0; i < ns; ++i)
-        for (int m = 0; m < N_OF(k_mult); ++m) {
-            search_schedule u = want;
-            if (dep >> F_SPLIT & 1u)
-                u.split_k = (uint8_t)k_split[i];
-            u.kc = (uint16_t)(32u * u.vec * k_mult[m]);
-            if (!legal_ctx(c, &u, NULL, 0))
-                continue;
-            long cost = repair_cost(&u, &want, &want);
-            if (best < 0 || cost < best) {
-                best = cost;
-                found = u;
-            }
-        }
+    for (int r = 0; r < nr; ++r)
+        for (int v = 0; v < nv; ++v)
+            for (int i = 0; i < ns; ++i)
+                for (int m = 0; m < N_OF(k_mult); ++m) {
+                    search_schedule u = want;
+                    if (dep >> F_ROWS & 1u)
+                        u.rows = (uint8_t)k_rows[r];
+                    if (dep >> F_VEC & 1u)
+                        u.vec = (uint8_t)k_vec[v];
+                    if (dep >> F_SPLIT & 1u)
+                        u.split_k = (uint8_t)k_split[i];
+                    u.kc = (uint16_t)(kc_step(u.mma, u.vec) * k_mult[m]);
+                    if (!legal_ctx(c, &u, NULL, 0))
+                        continue;
+                    long cost = repair_cost(&u, &want, &want);
+                    if (best < 0 || cost < best) {
+                        best = cost;
+                        found = u;
+                    }
+                }
     if (best < 0)
         return -1;
     *t = found;
@@ -650,9 +715,10 @@ int search_space_mutate(const search_problem *p, const search_schedule *in, uint
         case F_ROWS: dom = k_rows, n = N_OF(k_rows); break;
         case F_WARPS: dom = k_warps, n = N_OF(k_warps); break;
         case F_VEC: dom = k_vec, n = N_OF(k_vec); break;
+        case F_MMA: dom = k_mma, n = N_OF(k_mma); break;
         case F_KC:
             for (int i = 0; i < N_OF(k_mult); ++i)
-                kcdom[i] = 32u * in->vec * k_mult[i];
+                kcdom[i] = kc_step(in->mma, in->vec) * k_mult[i];
             dom = kcdom, n = N_OF(k_mult);
             break;
         case F_SPLIT: dom = k_split, n = N_OF(k_split); break;

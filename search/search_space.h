@@ -9,7 +9,10 @@
  * own rules (search_space_legal lists them), each annotation drawn from its
  * domain:
  *
- *   sketch   split, fused               fused: op apply only
+ *   sketch   split, fused, counter      fused and counter: op apply only
+ *   mma      0 1                        1 (tensor cores): d_in % 8 == 0 and 16
+ *                                       rows per CTA pass the rows rule; then
+ *                                       rows 16 and vec 8 (search_schedule_legal)
  *   rows     1 2 4 8 16 32              <= the next power of two >= num_rows, and
  *                                       the CTA's shared memory (rows x max_rank
  *                                       fp32 + the row tile) fits smem_per_block
@@ -17,20 +20,25 @@
  *   vec      1 2 4 8                    divides d_in (else the kernel silently
  *                                       falls back to scalar loads)
  *   split_k  1 2 3 4 6 8 12 16 24 32 48 64
- *                                       split sketch: <= ceil(d_in / (32 * vec)),
+ *                                       split and counter sketches: <= ceil(d_in
+ *                                       / gran), gran = 32 * vec (256 with mma),
  *                                       and exactly the number of CTAs the
  *                                       launcher makes of it (it rounds each
- *                                       CTA's K range up to whole 32 * vec
+ *                                       CTA's K range up to whole gran-element
  *                                       loads, so e.g. 12 over 4096 at vec 8
  *                                       would run as 8: left out); fused: 1
- *   kc       32 * vec * {1 2 4 8 16}    loads per lane (kc / (32 * vec)) <= the
+ *   kc       mma 0: 32 * vec * {1 2 4 8 16}
+ *                                       loads per lane (kc / (32 * vec)) <= the
  *                                       next power of two of the loads one CTA's
  *                                       K range holds (more would only be masked)
+ *            mma 1: 16 * {1 2 4 8}      kc / 16 <= the next power of two of
+ *                                       (K range of one CTA) / 16, at most 8
  *   cols     32 64 128 256 512 1024     <= the next power of two >= max d_out
  *
  * Annotations an op's kernels never read are pinned, so no two schedules of
  * the space differ only in what the op ignores: op expand pins vec 1,
- * kc 32 and split_k 1; op shrink pins cols 32 (and split_k 1 when it
+ * kc 32 and split_k 1 (with mma: vec 8, kc 16, split_k 1: its tensor-core
+ * path reads neither); op shrink pins cols 32 (and split_k 1 when it
  * overwrites its output, as the runtime forces).
  *
  * The search module depends on nothing but search_schedule.h.
@@ -65,8 +73,8 @@ typedef struct search_problem {
     int shrink_overwrite; /* op shrink without DOP_SHRINK_ACCUMULATE: split_k must be 1 */
 } search_problem;
 
-/* Number of annotation fields mutation and crossover work on (sketch included). */
-#define SEARCH_SPACE_FIELDS 7
+/* Number of annotation fields mutation and crossover work on (sketch and mma included). */
+#define SEARCH_SPACE_FIELDS 8
 
 /* Whether the problem itself is well-formed (why says which field is not). */
 bool search_problem_valid(const search_problem *p, char *why, size_t why_len);
@@ -76,15 +84,16 @@ bool search_space_legal(const search_problem *p, const search_schedule *s, char 
 
 /*
  * Size of p's space. counts (may be NULL) is indexed by search_sketch and
- * needs 3 entries: counts[0] gets the total, counts[SEARCH_SKETCH_SPLIT] and
- * counts[SEARCH_SKETCH_FUSED] the per-sketch sizes. Returns the total, or -1
+ * needs SEARCH_SKETCH_FUSED_COUNTER + 1 (4) entries: counts[0] gets the
+ * total, counts[SEARCH_SKETCH_SPLIT], counts[SEARCH_SKETCH_FUSED] and
+ * counts[SEARCH_SKETCH_FUSED_COUNTER] the per-sketch sizes. Returns the total, or -1
  * (counts all 0) for an invalid problem.
  */
 long search_space_count(const search_problem *p, long *counts);
 
 /*
- * Calls fn for every schedule of the space in a fixed order (sketch split
- * then fused, then rows, warps, vec, split_k, kc, cols ascending). A nonzero
+ * Calls fn for every schedule of the space in a fixed order (sketch split,
+ * fused, counter, then mma, rows, warps, vec, split_k, kc, cols ascending). A nonzero
  * return from fn stops the walk. Returns how many schedules fn was given,
  * or -1 for an invalid problem.
  */
@@ -119,12 +128,14 @@ int search_space_repair(const search_problem *p, const search_schedule *in, sear
 /*
  * One move of the schedule: one annotation set to another value of its
  * domain, chosen by first drawing a field (sketch, rows, warps, vec, kc,
- * split_k, cols) uniformly among those with a legal move, then one of its
- * moves. rows, warps, cols and kc change alone. The fields whose domain
+ * split_k, cols, mma) uniformly among those with a legal move, then one of
+ * its moves. rows, warps, cols and kc change alone. The fields whose domain
  * depends on another follow it when they must: switching the sketch or
  * changing vec may also change split_k and kc, changing split_k may also
- * change kc (each to its nearest legal value, only when the old one is not
- * legal any more; e.g. to fused sets split_k 1). Returns
+ * change kc, switching mma may also change rows, vec, split_k and kc (the
+ * fewest of them, each to its nearest legal value, only when the old one is
+ * not legal any more; e.g. to fused sets split_k 1, to mma sets rows 16 and
+ * vec 8). Returns
  *   0   out differs from in by one move;
  *   1   no move is legal: out is another schedule of the space drawn
  *       uniformly, or in itself when the space holds nothing else;
@@ -134,8 +145,8 @@ int search_space_repair(const search_problem *p, const search_schedule *in, sear
 int search_space_mutate(const search_problem *p, const search_schedule *in, uint64_t *rng, search_schedule *out);
 
 /*
- * Uniform crossover: each of the seven fields (sketch, rows, warps, vec, kc,
- * split_k, cols) taken from a or b by a coin flip; a child outside the space
+ * Uniform crossover: each of the eight fields (sketch, rows, warps, vec, kc,
+ * split_k, cols, mma) taken from a or b by a coin flip; a child outside the space
  * is repaired to the legal schedule nearest to it that takes the most fields
  * from either parent. Returns how many fields of out match neither parent
  * (0 in the usual case), or -1 for an invalid or empty space or NULL

@@ -1,8 +1,9 @@
 /*
  * test_space.c -- the schedule space of a problem (search/search_space.c).
  *
- * - the sizes of the space per sketch for 4096 -> 16 -> 4096 fp16 on sm_90
- *   (op apply, and a table over num_rows, ranks and the other ops);
+ * - the sizes of the space per sketch (split, fused, counter) and with
+ *   tensor cores (mma) for 4096 -> 16 -> 4096 fp16 on sm_90 (op apply, and a
+ *   table over num_rows, ranks and the other ops);
  * - the enumeration is exactly the set of grid points that pass
  *   search_schedule_legal and the problem rules (the rules re-stated here on
  *   their own), in order, without repeats, and search_space_at agrees;
@@ -10,8 +11,10 @@
  * - the sampler is deterministic per seed, always legal and uniform (a
  *   chi-square test over every schedule of the space, also on a space so
  *   small that the exact fallback draws most samples);
- * - mutation: always legal, one annotation changed or the sketch switched,
- *   every kind of move happens, illegal inputs are repaired;
+ * - mutation: always legal, one annotation changed (its dependents following
+ *   only when they must, and no more of them than needed), every kind of
+ *   move happens (mma switched both ways included), illegal inputs are
+ *   repaired;
  * - crossover: always legal, every field from a parent unless repaired (and
  *   then the return value says how many are not), a x a = a;
  * - odd problems: d_in 100, 3424, 11008, ranks 1..128, num_rows 1..4096,
@@ -60,7 +63,8 @@ static void fmt(const search_schedule *s, char *buf, size_t len)
 
 static uint64_t key_of(const search_schedule *s)
 {
-    return (uint64_t)s->sketch << 56 | (uint64_t)s->rows << 48 | (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
+    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 48 |
+           (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
            (uint64_t)s->split_k << 24 | (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5);
 }
 
@@ -90,7 +94,13 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
 {
     if (!search_schedule_legal(s, p->max_rank, NULL, 0))
         return 0;
-    if (s->sketch == SEARCH_SKETCH_FUSED && p->op != SEARCH_OP_APPLY)
+    if (s->sketch < SEARCH_SKETCH_SPLIT || s->sketch > SEARCH_SKETCH_FUSED_COUNTER)
+        return 0;
+    if (s->sketch != SEARCH_SKETCH_SPLIT && p->op != SEARCH_OP_APPLY) /* fused and counter: apply only */
+        return 0;
+    if (s->mma > 1)
+        return 0;
+    if (s->mma && (p->d_in % 8 || s->rows != 16 || s->vec != 8))
         return 0;
     if (!is_pow2(s->rows) || s->rows > 32 || s->rows > np2(p->num_rows))
         return 0;
@@ -98,8 +108,9 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
         return 0;
     if (!is_pow2(s->vec) || s->vec > 8 || p->d_in % s->vec)
         return 0;
-    unsigned mult = s->kc / (32u * s->vec);
-    if (s->kc % (32u * s->vec) || !is_pow2(mult) || mult > 16)
+    unsigned unit = s->mma ? 16u : 32u * s->vec; /* kc = unit x loads in flight */
+    unsigned mult = s->kc / unit;
+    if (s->kc % unit || !is_pow2(mult) || mult > (s->mma ? 8u : 16u))
         return 0;
     if (!is_pow2(s->cols) || s->cols < 32 || s->cols > 1024)
         return 0;
@@ -109,7 +120,7 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
         in |= splits[i] == s->split_k;
     if (!in)
         return 0;
-    long gran = 32L * s->vec;
+    long gran = s->mma ? 256 : 32L * s->vec;
     long kpc = ((p->d_in + s->split_k - 1) / s->split_k + gran - 1) / gran * gran;
     if (s->sketch == SEARCH_SKETCH_FUSED || p->op == SEARCH_OP_EXPAND ||
         (p->op == SEARCH_OP_SHRINK && p->shrink_overwrite)) {
@@ -121,9 +132,11 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
         if ((p->d_in + kpc - 1) / kpc != s->split_k) /* the launcher would make fewer CTAs */
             return 0;
     }
-    if (p->op == SEARCH_OP_EXPAND && (s->vec != 1 || s->kc != 32))
+    if (p->op == SEARCH_OP_EXPAND && !s->mma && (s->vec != 1 || s->kc != 32))
         return 0;
-    if (p->op != SEARCH_OP_EXPAND && mult > np2(kpc / gran))
+    if (p->op == SEARCH_OP_EXPAND && s->mma && (s->vec != 8 || s->kc != 16))
+        return 0;
+    if (p->op != SEARCH_OP_EXPAND && mult > np2(kpc / unit))
         return 0;
     if (p->op == SEARCH_OP_SHRINK) {
         if (s->cols != 32)
@@ -246,19 +259,47 @@ static void describe(const search_problem *p, char *buf, size_t len)
 
 /* ---- counts --------------------------------------------------------------------------- */
 
+/* Schedules with tensor cores (mma) per sketch: [0] total. */
+static int count_mma_fn(const search_schedule *s, void *user)
+{
+    long *m = user;
+    if (s->mma) {
+        m[0]++;
+        m[s->sketch]++;
+    }
+    return 0;
+}
+
+static long count_mma(const search_problem *p, long *per_sketch)
+{
+    long m[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
+    search_space_enumerate(p, count_mma_fn, m);
+    if (per_sketch)
+        memcpy(per_sketch, m, sizeof m);
+    return m[0];
+}
+
 static void test_counts(void **state)
 {
     (void)state;
     search_problem p = base_problem();
-    long c[3] = {-1, -1, -1};
+    long c[SEARCH_SKETCH_FUSED_COUNTER + 1] = {-1, -1, -1, -1}, m[SEARCH_SKETCH_FUSED_COUNTER + 1];
     long n = search_space_count(&p, c);
-    print_message("4096 -> 16 -> 4096 fp16 sm_90, op apply, num_rows 64: %ld schedules (split %ld, fused %ld)\n", n,
-                  c[SEARCH_SKETCH_SPLIT], c[SEARCH_SKETCH_FUSED]);
+    long nm = count_mma(&p, m);
+    print_message("4096 -> 16 -> 4096 fp16 sm_90, op apply, num_rows 64: %ld schedules (split %ld, fused %ld, "
+                  "counter %ld); with mma %ld (split %ld, fused %ld, counter %ld)\n",
+                  n, c[SEARCH_SKETCH_SPLIT], c[SEARCH_SKETCH_FUSED], c[SEARCH_SKETCH_FUSED_COUNTER], nm,
+                  m[SEARCH_SKETCH_SPLIT], m[SEARCH_SKETCH_FUSED], m[SEARCH_SKETCH_FUSED_COUNTER]);
     assert_int_equal(n, c[0]);
-    assert_int_equal(c[0], c[SEARCH_SKETCH_SPLIT] + c[SEARCH_SKETCH_FUSED]);
+    assert_int_equal(c[0], c[SEARCH_SKETCH_SPLIT] + c[SEARCH_SKETCH_FUSED] + c[SEARCH_SKETCH_FUSED_COUNTER]);
     assert_true(n >= 500);
     assert_true(c[SEARCH_SKETCH_SPLIT] >= 100);
     assert_true(c[SEARCH_SKETCH_FUSED] >= 100);
+    assert_true(c[SEARCH_SKETCH_FUSED_COUNTER] >= 100);
+    /* the counter sketch has split-K like split, and the same rules: the same size */
+    assert_int_equal(c[SEARCH_SKETCH_FUSED_COUNTER], c[SEARCH_SKETCH_SPLIT]);
+    assert_true(m[SEARCH_SKETCH_SPLIT] > 0 && m[SEARCH_SKETCH_FUSED] > 0 && m[SEARCH_SKETCH_FUSED_COUNTER] > 0);
+    assert_int_equal(m[SEARCH_SKETCH_FUSED_COUNTER], m[SEARCH_SKETCH_SPLIT]);
     assert_int_equal(search_space_count(&p, NULL), n);
     assert_int_equal(search_space_enumerate(&p, NULL, NULL), n);
 
@@ -268,16 +309,17 @@ static void test_counts(void **state)
     q.dtype = SEARCH_DTYPE_BF16;
     assert_int_equal(search_space_count(&q, NULL), n);
 
-    print_message("%-8s %-6s %8s %8s %8s\n", "op", "rows", "split", "fused", "total");
-    static const int rows[] = {1, 2, 4, 8, 16, 32, 64, 4096};
+    print_message("%-8s %-6s %8s %8s %8s %8s %8s\n", "op", "rows", "split", "fused", "counter", "total", "mma");
+    static const int rows[] = {1, 2, 4, 8, 9, 16, 32, 64, 4096};
     static const char *ops[] = {"apply", "shrink", "expand"};
     for (int op = 0; op < 3; ++op)
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
             q = problem(op, SEARCH_DTYPE_F16, rows[r], 4096, 16, 4096);
-            long t = search_space_count(&q, c);
-            print_message("%-8s %-6d %8ld %8ld %8ld\n", ops[op], rows[r], c[1], c[2], t);
+            long t = search_space_count(&q, c), tm = count_mma(&q, NULL);
+            print_message("%-8s %-6d %8ld %8ld %8ld %8ld %8ld\n", ops[op], rows[r], c[1], c[2], c[3], t, tm);
             assert_true(t > 0);
-            assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 : c[2] == 0);
+            assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 && c[3] > 0 : c[2] == 0 && c[3] == 0);
+            assert_true(rows[r] > 8 ? tm > 0 : tm == 0); /* 16 rows per CTA need more than 8 rows */
             if (rows[r] == 1 && op == SEARCH_OP_APPLY)
                 assert_true(t >= 200);
         }
@@ -286,18 +328,22 @@ static void test_counts(void **state)
     for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; ++r) {
         q = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4096, ranks[r], 4096);
         long t = search_space_count(&q, c);
-        print_message("apply rank %-3d: split %ld fused %ld total %ld\n", ranks[r], c[1], c[2], t);
+        print_message("apply rank %-3d: split %ld fused %ld counter %ld total %ld\n", ranks[r], c[1], c[2], c[3], t);
         assert_int_equal(t, n); /* 48 KiB hold 32 rows at every rank */
     }
     q = base_problem();
     q.shrink_overwrite = 1; /* no effect on apply */
     assert_int_equal(search_space_count(&q, NULL), n);
+    /* d_in not a multiple of 8: no mma */
+    q = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4100, 16, 4096);
+    assert_true(search_space_count(&q, NULL) > 0);
+    assert_int_equal(count_mma(&q, NULL), 0);
 }
 
 static void test_invalid_problems(void **state)
 {
     (void)state;
-    long c[3] = {7, 7, 7};
+    long c[SEARCH_SKETCH_FUSED_COUNTER + 1] = {7, 7, 7, 7};
     search_schedule s;
     uint64_t rng = 1;
     char why[160];
@@ -322,7 +368,7 @@ static void test_invalid_problems(void **state)
         if (!strstr(why, word))
             fail_msg("problem %d: reason \"%s\" does not name %s", i, why, word);
         assert_int_equal(search_space_count(&p, c), -1);
-        assert_int_equal(c[0] + c[1] + c[2], 0);
+        assert_int_equal(c[0] + c[1] + c[2] + c[3], 0);
         assert_int_equal(search_space_enumerate(&p, NULL, NULL), -1);
         assert_int_equal(search_space_sample(&p, &rng, &s), -1);
         assert_int_equal(search_space_at(&p, 0, &s), -1);
@@ -340,7 +386,10 @@ static void test_invalid_problems(void **state)
     assert_true(search_problem_valid(&p, NULL, 0));
     assert_true(search_space_count(&p, NULL) > 0);
     search_problem b = base_problem();
-    assert_int_equal(search_space_sample_sketch(&b, 3, &rng, &s), -1);
+    assert_int_equal(search_space_sample_sketch(&b, 4, &rng, &s), -1);
+    assert_int_equal(search_space_sample_sketch(&b, SEARCH_SKETCH_FUSED_COUNTER, &rng, &s), 0);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_FUSED_COUNTER);
+    assert_int_equal(search_space_sample_sketch(&p, SEARCH_SKETCH_FUSED_COUNTER, &rng, &s), -1); /* shrink: none */
     assert_int_equal(search_space_sample(&b, NULL, &s), -1);
     assert_int_equal(search_space_sample(&b, &rng, NULL), -1);
     assert_int_equal(search_space_at(&b, -1, &s), -1);
@@ -356,18 +405,19 @@ static void check_enumeration(const search_problem *p)
     char name[128];
     describe(p, name, sizeof name);
     list l = enumerate(p);
-    long c[3];
+    long c[SEARCH_SKETCH_FUSED_COUNTER + 1];
     assert_int_equal(search_space_count(p, c), l.n);
     assert_true(l.n > 0);
-    long per[3] = {0, 0, 0};
+    long per[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
     for (long i = 0; i < l.n; ++i) {
         expect_in_space(p, &l.s[i], name);
         per[l.s[i].sketch]++;
-        if (i > 0) /* the documented order (sketch, rows, warps, vec, split_k, kc, cols): ascending keys */
+        if (i > 0) /* the documented order (sketch, mma, rows, warps, vec, split_k, kc, cols): ascending keys */
             assert_true(key_of(&l.s[i - 1]) < key_of(&l.s[i]));
     }
     assert_int_equal(per[1], c[1]);
     assert_int_equal(per[2], c[2]);
+    assert_int_equal(per[3], c[3]);
     uint64_t *keys = sorted_keys(&l);
 
     static const unsigned rows[] = {1, 2, 3, 4, 8, 16, 32, 64};
@@ -380,18 +430,20 @@ static void check_enumeration(const search_problem *p)
     search_schedule s;
     memset(&s, 0, sizeof s);
     s.version = SEARCH_SCHEDULE_VERSION;
-    for (unsigned sk = 1; sk <= 2; ++sk)
+    for (unsigned skm = 0; skm < 6; ++skm) /* sketch 1..3 x mma 0..1 */
         for (size_t a = 0; a < sizeof rows / sizeof *rows; ++a)
             for (size_t b = 0; b < sizeof warps / sizeof *warps; ++b)
                 for (size_t v = 0; v < sizeof vecs / sizeof *vecs; ++v)
                     for (size_t m = 0; m < sizeof mults / sizeof *mults; ++m)
                         for (size_t k = 0; k < sizeof splits / sizeof *splits; ++k)
                             for (size_t o = 0; o < sizeof cols / sizeof *cols; ++o) {
-                                s.sketch = (uint8_t)sk;
+                                unsigned mma = skm & 1u;
+                                s.sketch = (uint8_t)(1 + skm / 2);
+                                s.mma = (uint8_t)mma;
                                 s.rows = (uint8_t)rows[a];
                                 s.warps = (uint8_t)warps[b];
                                 s.vec = (uint8_t)vecs[v];
-                                s.kc = (uint16_t)(32 * vecs[v] * mults[m]);
+                                s.kc = (uint16_t)((mma ? 16 : 32 * vecs[v]) * mults[m]);
                                 s.split_k = (uint8_t)splits[k];
                                 s.cols = (uint16_t)cols[o];
                                 int want = expected_legal(p, &s);
@@ -446,7 +498,7 @@ static void test_legal_reasons(void **state)
         search_problem p;
         search_schedule s;
         const char *word;
-    } cases[16];
+    } cases[32];
     int n = 0;
     search_schedule ok;
     memset(&ok, 0, sizeof ok);
@@ -495,7 +547,38 @@ static void test_legal_reasons(void **state)
     cases[n].s.split_k = 16; /* 256 elements per CTA: one load of 8 per lane */
     cases[n].word = "loads per lane";
     ++n;
+    CASE(shrink, sketch, SEARCH_SKETCH_FUSED_COUNTER, "counter");
+    CASE(expand, sketch, SEARCH_SKETCH_FUSED_COUNTER, "counter");
+    /* tensor cores */
+    search_schedule okm = ok;
+    okm.mma = 1;
+    okm.rows = 16;
+    okm.kc = 64;
+    expect_in_space(&base, &okm, "typical mma");
+    search_schedule okc = okm;
+    okc.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    expect_in_space(&base, &okc, "typical counter mma");
+    search_schedule oke = okm;
+    oke.split_k = 1;
+    oke.kc = 16;
+    expect_in_space(&expand, &oke, "expand mma");
+    search_problem p104 = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 100, 16, 4096);
+    search_problem eight = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 8, 4096, 16, 4096);
+    search_schedule keep = ok;
+    ok = okm;
+    CASE(base, rows, 8, "16 rows");
+    CASE(base, vec, 4, "vec");
+    CASE(base, kc, 256, "K step");
+    CASE(base, kc, 48, "K step");
+    CASE(p104, sketch, SEARCH_SKETCH_SPLIT, "multiple of 8");
+    CASE(eight, sketch, SEARCH_SKETCH_SPLIT, "num_rows");
+    CASE(base, split_k, 32, "more than ceil");
+    CASE(base, split_k, 12, "launches as");
+    ok = oke;
+    CASE(expand, kc, 32, "pinned");
+    ok = keep;
 #undef CASE
+    assert_true(n <= (int)(sizeof cases / sizeof cases[0]));
     for (int i = 0; i < n; ++i) {
         why[0] = '\0';
         char txt[96];
@@ -545,7 +628,7 @@ static void check_uniform(const search_problem *p, int sketch, long per_cell, ui
     double chi = 0, e = (double)per_cell;
     long unseen = 0;
     for (long i = 0; i < l.n; ++i) {
-        if (sketch && (int)((keys[i] >> 56) & 0xff) != sketch)
+        if (sketch && (int)((keys[i] >> 57) & 0x7f) != sketch)
             continue;
         chi += (hits[i] - e) * (hits[i] - e) / e;
         unseen += hits[i] == 0;
@@ -569,6 +652,7 @@ static void test_sample_uniform(void **state)
     check_uniform(&p, 0, 20, 42);
     check_uniform(&p, SEARCH_SKETCH_FUSED, 20, 43);
     check_uniform(&p, SEARCH_SKETCH_SPLIT, 20, 44);
+    check_uniform(&p, SEARCH_SKETCH_FUSED_COUNTER, 20, 49);
     /* tiny spaces: mostly the exact fallback draws */
     search_problem q = odd_problem(13); /* shrink, d_in 8, one row */
     check_uniform(&q, 0, 400, 45);
@@ -578,6 +662,8 @@ static void test_sample_uniform(void **state)
     check_uniform(&q, 0, 400, 47);
     q = odd_problem(1);
     check_uniform(&q, SEARCH_SKETCH_FUSED, 50, 48);
+    q = problem(SEARCH_OP_EXPAND, SEARCH_DTYPE_F16, 16, 4096, 16, 4096); /* expand with mma */
+    check_uniform(&q, 0, 100, 50);
 }
 
 static void test_sample_deterministic(void **state)
@@ -613,9 +699,10 @@ static void test_sample_deterministic(void **state)
 /* ---- mutation ------------------------------------------------------------------------- */
 
 /* Fields in the order of search_space_crossover's coins. */
+#define NF 8
 static unsigned get_fld(const search_schedule *s, int f)
 {
-    const unsigned v[7] = {s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols};
+    const unsigned v[NF] = {s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols, s->mma};
     return v[f];
 }
 
@@ -628,6 +715,7 @@ static void set_fld(search_schedule *s, int f, unsigned v)
     case 3: s->vec = (uint8_t)v; break;
     case 4: s->kc = (uint16_t)v; break;
     case 5: s->split_k = (uint8_t)v; break;
+    case 7: s->mma = (uint8_t)v; break;
     default: s->cols = (uint16_t)v; break;
     }
 }
@@ -642,6 +730,7 @@ static int fields_differing(const search_schedule *a, const search_schedule *b, 
     w |= (unsigned)(a->kc != b->kc) << 4;
     w |= (unsigned)(a->split_k != b->split_k) << 5;
     w |= (unsigned)(a->cols != b->cols) << 6;
+    w |= (unsigned)(a->mma != b->mma) << 7;
     if (which)
         *which = w;
     return __builtin_popcount(w);
@@ -657,7 +746,8 @@ static void test_mutate(void **state)
         long size = search_space_count(&p, NULL);
         uint64_t rng = 99 + (uint64_t)i;
         unsigned seen = 0;
-        long moved[7] = {0}, repaired = 0;
+        long moved[NF] = {0}, repaired = 0, to_mma = 0, from_mma = 0;
+        long has_mma = count_mma(&p, NULL);
         int trials = i == 0 ? 20000 : 2000;
         for (int t = 0; t < trials; ++t) {
             search_schedule in, out;
@@ -671,28 +761,41 @@ static void test_mutate(void **state)
             fmt(&out, b, sizeof b);
             if (r == 0) {
                 /* the moved field is the first that differs; after it only its dependents may
-                 * (sketch, vec -> split_k, kc; split_k -> kc), and only when they had to */
-                static const int order[] = {0, 1, 2, 3, 6, 5, 4}; /* kc last: it depends on split_k */
+                 * (mma -> rows, vec, split_k, kc; sketch, vec -> split_k, kc; split_k -> kc),
+                 * and only when they had to */
+                static const int order[] = {7, 0, 1, 2, 3, 6, 5, 4}; /* mma first, kc last */
                 int f = 4;
-                for (int o = 6; o >= 0; --o)
+                for (int o = NF - 1; o >= 0; --o)
                     if (which >> order[o] & 1u)
                         f = order[o];
-                unsigned deps = f == 0 || f == 3 ? (1u << 5 | 1u << 4) : f == 5 ? 1u << 4 : 0;
+                unsigned deps = f == 7                ? (1u << 1 | 1u << 3 | 1u << 5 | 1u << 4)
+                                : f == 0 || f == 3 ? (1u << 5 | 1u << 4)
+                                : f == 5           ? 1u << 4
+                                                   : 0;
                 if (d < 1 || (which & ~(1u << f) & ~deps) != 0)
                     fail_msg("%s: mutate %s -> %s changed fields 0x%x", name, a, b, which);
                 if (d > 1) {
                     search_schedule only = in;
-                    switch (f) {
-                    case 0: only.sketch = out.sketch; break;
-                    case 3: only.vec = out.vec; break;
-                    default: only.split_k = out.split_k; break;
-                    }
+                    set_fld(&only, f, get_fld(&out, f));
                     if (search_space_legal(&p, &only, NULL, 0))
                         fail_msg("%s: mutate %s -> %s changed dependents it did not need to", name, a, b);
+                    /* no more dependents than needed: putting any one of them back is illegal */
+                    for (int g = 0; g < NF; ++g) {
+                        if (g == f || !(which >> g & 1u))
+                            continue;
+                        search_schedule back = out;
+                        set_fld(&back, g, get_fld(&in, g));
+                        if (search_space_legal(&p, &back, NULL, 0))
+                            fail_msg("%s: mutate %s -> %s: field %d need not have followed", name, a, b, g);
+                    }
                 }
                 if (out.sketch == SEARCH_SKETCH_FUSED)
                     assert_int_equal(out.split_k, 1);
+                if (out.mma)
+                    assert_true(out.rows == 16 && out.vec == 8);
                 moved[f]++;
+                to_mma += f == 7 && out.mma;
+                from_mma += f == 7 && !out.mma;
                 repaired += d > 1;
             } else if (r == 1) {
                 /* no single move exists: another schedule, or the only one */
@@ -703,7 +806,9 @@ static void test_mutate(void **state)
             seen |= which;
         }
         /* every annotation a move can change for this op moved at least once */
-        unsigned want = 0x7fu;
+        unsigned want = 0xffu;
+        if (!has_mma)
+            want &= ~(1u << 7);
         if (p.op != SEARCH_OP_APPLY)
             want &= ~1u; /* one sketch */
         if (p.op == SEARCH_OP_EXPAND)
@@ -720,11 +825,16 @@ static void test_mutate(void **state)
             want &= ~(1u << 6);
         if (p.d_in <= 32)
             want &= ~(1u << 4 | 1u << 5); /* d_in 1 or 8: one load covers it */
-        print_message("%-52s moves: sketch %ld rows %ld warps %ld vec %ld kc %ld split_k %ld cols %ld; %ld with "
-                      "dependents following\n",
-                      name, moved[0], moved[1], moved[2], moved[3], moved[4], moved[5], moved[6], repaired);
+        print_message("%-52s moves: sketch %ld rows %ld warps %ld vec %ld kc %ld split_k %ld cols %ld mma %ld (to %ld, "
+                      "from %ld); %ld with dependents following\n",
+                      name, moved[0], moved[1], moved[2], moved[3], moved[4], moved[5], moved[6], moved[7], to_mma,
+                      from_mma, repaired);
         if ((seen & want) != want)
             fail_msg("%s: fields moved 0x%x, expected at least 0x%x", name, seen, want);
+        if (has_mma)
+            assert_true(to_mma > 0 && from_mma > 0);
+        else
+            assert_int_equal(moved[7], 0);
     }
     /* an input outside the space comes back repaired */
     search_problem p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 100, 16, 4096);
@@ -781,7 +891,7 @@ static void test_crossover(void **state)
         char name[128];
         describe(&p, name, sizeof name);
         uint64_t rng = 1000 + (uint64_t)i;
-        long repaired = 0, mixed = 0, illegal_child = 0;
+        long repaired = 0, mixed = 0, illegal_child = 0, mma_children = 0, mma_mixed = 0;
         int trials = 3000;
         for (int t = 0; t < trials; ++t) {
             search_schedule a, b, c;
@@ -796,16 +906,18 @@ static void test_crossover(void **state)
             fields_differing(&c, &a, &wa);
             fields_differing(&c, &b, &wb);
             neither = __builtin_popcount(wa & wb);
-            from_a = __builtin_popcount(~wa & 0x7fu);
-            from_b = __builtin_popcount(~wb & 0x7fu);
+            from_a = __builtin_popcount(~wa & 0xffu);
+            from_b = __builtin_popcount(~wb & 0xffu);
             assert_int_equal(neither, r);
             repaired += r > 0;
-            mixed += from_a < 7 && from_b < 7;
+            mixed += from_a < NF && from_b < NF;
+            mma_children += c.mma;
+            mma_mixed += c.mma && a.mma != b.mma;
             /* the child the coins make (the first draw of the generator) */
             uint64_t peek = before;
             uint64_t coins = search_rng_next(&peek);
             search_schedule child = a, other = b;
-            for (int f = 0; f < 7; ++f)
+            for (int f = 0; f < NF; ++f)
                 if (!(coins >> f & 1u))
                     set_fld(&child, f, get_fld(&b, f)), set_fld(&other, f, get_fld(&a, f));
             if (search_space_legal(&p, &child, NULL, 0)) {
@@ -814,17 +926,17 @@ static void test_crossover(void **state)
                 ++illegal_child;
                 /* no legal mixture of the parents is nearer to the child */
                 unsigned wc;
-                int changed = fields_differing(&c, &child, &wc), nearest = 8;
-                for (unsigned mask = 0; mask < 128; ++mask) {
+                int changed = fields_differing(&c, &child, &wc), nearest = NF + 1;
+                for (unsigned mask = 0; mask < 1u << NF; ++mask) {
                     search_schedule u = child;
-                    for (int f = 0; f < 7; ++f)
+                    for (int f = 0; f < NF; ++f)
                         if (mask >> f & 1u)
                             set_fld(&u, f, get_fld(&other, f));
                     int du = fields_differing(&u, &child, NULL);
                     if (search_space_legal(&p, &u, NULL, 0) && du < nearest)
                         nearest = du;
                 }
-                if (nearest <= 7)
+                if (nearest <= NF)
                     assert_int_equal(changed, nearest);
                 else
                     assert_true(r > 0);
@@ -840,8 +952,12 @@ static void test_crossover(void **state)
             assert_memory_equal(&a, &c2, sizeof a);
         }
         print_message("%-52s %d crossovers: %ld mixed both parents, %ld children repaired, %ld of them with a field "
-                      "from neither parent\n",
-                      name, trials, mixed, illegal_child, repaired);
+                      "from neither parent; %ld with mma (%ld of parents differing in mma)\n",
+                      name, trials, mixed, illegal_child, repaired, mma_children, mma_mixed);
+        if (count_mma(&p, NULL) > 0)
+            assert_true(mma_mixed > 0);
+        else
+            assert_int_equal(mma_children, 0);
         if (search_space_count(&p, NULL) > 50)
             assert_true(mixed > trials / 2);
         assert_true(repaired < trials / 4);
@@ -903,13 +1019,13 @@ static void test_odd_problems(void **state)
                     search_problem p = problem(op, 1 + (int)((d + r + n) & 1), rows[n], d_ins[d], ranks[r],
                                                d_ins[(d + 3) % (sizeof d_ins / sizeof *d_ins)]);
                     p.cc_major = (n & 1) ? 8 : 9;
-                    long c[3];
+                    long c[SEARCH_SKETCH_FUSED_COUNTER + 1];
                     long size = search_space_count(&p, c);
                     char name[128];
                     describe(&p, name, sizeof name);
                     if (size <= 0)
                         fail_msg("%s: empty space", name);
-                    assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 : c[2] == 0);
+                    assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 && c[3] > 0 : c[2] == 0 && c[3] == 0);
                     total += size;
                     for (int k = 0; k < 5; ++k) {
                         search_schedule a, b, m, x;

@@ -4,20 +4,24 @@
  *
  * The sample: a fixed seed draws, from the spaces of a few problems (ranks 16
  * and 64, fp16 and bf16, d_in 4096, 11008 and 3424, decode and batch row
- * counts), 100 schedules of each sketch, each a distinct module (schedules
- * equal under search_schedule_module_key compile to the same source, so the
- * sample skips repeats), with one schedule of 16 and one of 32 rows per CTA
- * per problem and sketch where the space has them (those compile 5 to 70
- * times slower than the rest). Every schedule is generated
- * (kernels_codegen) and compiled (runtime_jit_compile) for both
- * architectures by two threads, as CI has two cores.
+ * counts), 68 schedules of each sketch (split, fused, counter): 54 on CUDA
+ * cores and 14 with tensor cores (mma, from the two problems of more than 8
+ * rows, whose spaces have them), each a distinct module (schedules equal
+ * under search_schedule_module_key compile to the same source, so the
+ * sample skips repeats), with at most one CUDA-core schedule of 16 and one
+ * of 32 rows per CTA per problem where the space has them (those compile 5
+ * to 70 times slower than the rest; mma schedules, always 16 rows, compile
+ * in under a second). Every schedule is generated (kernels_codegen) and
+ * compiled (runtime_jit_compile) for both architectures by two threads, as
+ * CI has two cores.
  *
  * The test fails on any compile error (with the schedule and the head of
  * the log) and on an unreadable ptxas report; it prints a table of
- * registers and spills of the three entry points and marks "SPILLS" where an
+ * registers and spills of the four entry points and marks "SPILLS" where an
  * entry point the schedule's sketch launches spills (split: dop_shrink and
- * dop_expand, fused: dop_fused). Spilling is reported, not failed: whether a
- * spilling schedule is slow is for measurements to say.
+ * dop_expand, fused: dop_fused, counter: dop_fused_counter). Spilling is
+ * reported, not failed: whether a spilling schedule is slow is for
+ * measurements to say.
  *
  * NVRTC is required: when it cannot be loaded, the test fails.
  */
@@ -44,24 +48,29 @@
 #define THREADS 2
 #define NUM_ARCHS 2
 static const int archs[NUM_ARCHS][2] = {{8, 0}, {9, 0}};
-static const char *const entries[3] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
+#define NUM_ENTRIES 4
+static const char *const entries[NUM_ENTRIES] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED,
+                                                 KERNELS_ENTRY_COUNTER};
+#define NUM_SKETCHES 3 /* split, fused, counter: search_sketch 1..3 */
 
 typedef struct cproblem {
     const char *tag;
     int op, dtype, num_rows, d_in, rank, num_slices, d_out[2];
-    int per_sketch; /* schedules drawn of each sketch */
+    int per_sketch; /* CUDA-core schedules drawn of each sketch */
+    int per_mma;    /* tensor-core (mma) schedules drawn of each sketch */
 } cproblem;
 
-/* 100 schedules of each sketch, 400 compiles. */
+/* 68 schedules of each sketch (14 of them mma), 204 schedules, 408 compiles. */
 static const cproblem problems[] = {
-    {"A", SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 8, 4096, 16, 1, {4096, 0}, 30},      /* decode, rank 16 */
-    {"B", SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 16, 4096, 64, 1, {4096, 0}, 20},    /* rank 64 */
-    {"C", SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 4, 11008, 64, 1, {4096, 0}, 30},     /* down projection */
-    {"D", SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 64, 3424, 16, 2, {4096, 1024}, 20}, /* two slices, batch */
+    {"A", SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 8, 4096, 16, 1, {4096, 0}, 16, 0},      /* decode, rank 16 */
+    {"B", SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 16, 4096, 64, 1, {4096, 0}, 11, 7},    /* rank 64 */
+    {"C", SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 4, 11008, 64, 1, {4096, 0}, 16, 0},     /* down projection */
+    {"D", SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 64, 3424, 16, 2, {4096, 1024}, 11, 7}, /* two slices, batch */
 };
-/* Schedules of 16 or 32 rows per CTA take 5 to 70 s each to compile (against
- * about 1 s for the rest): one of each per problem and sketch (where the
- * space has them), so the test stays within minutes on two cores. */
+/* CUDA-core schedules of 16 or 32 rows per CTA take 5 to 70 s each to
+ * compile (against about 1 s for the rest): one of each per problem (where
+ * the space has them; the module does not depend on the sketch), so the test
+ * stays within minutes on two cores. */
 #define HEAVY_ROWS 16
 #define NUM_PROBLEMS ((int)(sizeof problems / sizeof problems[0]))
 #define MAX_ITEMS 512
@@ -94,7 +103,7 @@ typedef struct item {
 typedef struct result {
     int ok;            /* compiled and the report read */
     char why[1024];    /* the failure, with the head of the log */
-    runtime_jit_entry_info e[3];
+    runtime_jit_entry_info e[NUM_ENTRIES];
     double seconds;
 } result;
 
@@ -124,15 +133,15 @@ static void compile_one(const pool *pl, const job *j)
         return;
     }
     runtime_cubin cub;
-    if (runtime_jit_compile(pl->nv, src, archs[j->arch][0], archs[j->arch][1], entries, 3, &cub, r->why,
+    if (runtime_jit_compile(pl->nv, src, archs[j->arch][0], archs[j->arch][1], entries, NUM_ENTRIES, &cub, r->why,
                             sizeof r->why) != 0) {
         free(src);
         return;
     }
     free(src);
     r->seconds = cub.seconds;
-    int good = cub.size > 4 && memcmp(cub.data, "\x7f" "ELF", 4) == 0 && cub.num_entries == 3;
-    for (int e = 0; e < 3 && good; ++e) {
+    int good = cub.size > 4 && memcmp(cub.data, "\x7f" "ELF", 4) == 0 && cub.num_entries == NUM_ENTRIES;
+    for (int e = 0; e < NUM_ENTRIES && good; ++e) {
         r->e[e] = cub.entries[e];
         if (strcmp(cub.entries[e].name, entries[e]) != 0 || cub.entries[e].registers <= 0 ||
             cub.entries[e].registers > 255 || cub.entries[e].spill_stores < 0 || cub.entries[e].spill_loads < 0)
@@ -168,8 +177,10 @@ static double now(void)
 static int spill_bytes(const search_schedule *s, const result *r)
 {
     int b = 0;
-    for (int e = 0; e < 3; ++e) {
-        int used = s->sketch == SEARCH_SKETCH_FUSED ? e == 2 : e < 2;
+    for (int e = 0; e < NUM_ENTRIES; ++e) {
+        int used = s->sketch == SEARCH_SKETCH_FUSED           ? e == 2
+                   : s->sketch == SEARCH_SKETCH_FUSED_COUNTER ? e == 3
+                                                              : e < 2;
         if (used)
             b += r->e[e].spill_stores + r->e[e].spill_loads;
     }
@@ -183,7 +194,9 @@ static int job_cmp(const void *pa, const void *pb)
 {
     const job *a = pa, *b = pb;
     const search_schedule *x = &g_items[a->item].s, *y = &g_items[b->item].s;
-    long wx = (long)x->rows * (x->kc / (32 * x->vec)) + x->rows * 4, wy = (long)y->rows * (y->kc / (32 * y->vec)) + y->rows * 4;
+    /* mma modules compile in under a second whatever their rows */
+    long wx = x->mma ? 1 : (long)x->rows * (x->kc / (32 * x->vec)) + x->rows * 4;
+    long wy = y->mma ? 1 : (long)y->rows * (y->kc / (32 * y->vec)) + y->rows * 4;
     if (wx != wy)
         return wx > wy ? -1 : 1;
     if (a->item != b->item)
@@ -202,27 +215,31 @@ static void test_compile_sample(void **state)
 
     /* the sample */
     static item items[MAX_ITEMS];
-    int n = 0, per[3] = {0, 0, 0}, rows_hist[33] = {0};
+    int n = 0, per[NUM_SKETCHES + 1] = {0}, per_mma[NUM_SKETCHES + 1] = {0}, rows_hist[33] = {0}, mma_total = 0;
     uint64_t rng = SEED;
     for (int pi = 0; pi < NUM_PROBLEMS; ++pi) {
         const cproblem *cp = &problems[pi];
         search_problem p90 = to_problem(cp, 9), p80 = to_problem(cp, 8);
-        long counts[3];
+        long counts[NUM_SKETCHES + 1];
         assert_true(search_space_count(&p90, counts) > 0);
-        print_message("problem %s: op %d %s rows=%d %d->%d->%d%s: space %ld (split %ld, fused %ld)\n", cp->tag, cp->op,
-                      cp->dtype == SEARCH_DTYPE_BF16 ? "bf16" : "fp16", cp->num_rows, cp->d_in, cp->rank, cp->d_out[0],
-                      cp->num_slices > 1 ? "+" : "", counts[0], counts[1], counts[2]);
-        for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED; ++sk) {
-            int got = 0, tries = 0;
-            unsigned heavy = 0; /* rows values >= HEAVY_ROWS drawn so far */
-            while (got < cp->per_sketch) {
-                assert_true(++tries < 100000);
+        print_message("problem %s: op %d %s rows=%d %d->%d->%d%s: space %ld (split %ld, fused %ld, counter %ld)\n",
+                      cp->tag, cp->op, cp->dtype == SEARCH_DTYPE_BF16 ? "bf16" : "fp16", cp->num_rows, cp->d_in,
+                      cp->rank, cp->d_out[0], cp->num_slices > 1 ? "+" : "", counts[0], counts[1], counts[2],
+                      counts[3]);
+        unsigned heavy = 0; /* rows values >= HEAVY_ROWS drawn so far (CUDA cores) */
+        for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk) {
+            int got = 0, got_mma = 0, tries = 0;
+            while (got < cp->per_sketch || got_mma < cp->per_mma) {
+                assert_true(++tries < 200000);
                 search_schedule s;
                 assert_int_equal(search_space_sample_sketch(&p90, sk, &rng, &s), 0);
                 char w[256] = "";
                 if (!search_space_legal(&p80, &s, w, sizeof w) || !search_space_legal(&p90, &s, w, sizeof w))
                     fail_msg("problem %s: a sampled schedule is illegal: %s", cp->tag, w);
-                if (s.rows >= HEAVY_ROWS && (heavy & s.rows))
+                assert_int_equal(s.sketch, sk);
+                if (s.mma ? got_mma >= cp->per_mma : got >= cp->per_sketch)
+                    continue; /* this kind is full: draw on for the other */
+                if (!s.mma && s.rows >= HEAVY_ROWS && (heavy & s.rows))
                     continue;
                 search_schedule key = search_schedule_module_key(&s);
                 int dup = 0;
@@ -239,20 +256,32 @@ static void test_compile_sample(void **state)
                 items[n].dtype = (kernels_dtype)cp->dtype;
                 items[n].rank = cp->rank;
                 ++n;
-                ++got;
-                if (s.rows >= HEAVY_ROWS)
-                    heavy |= s.rows;
+                if (s.mma) {
+                    ++got_mma;
+                    ++mma_total;
+                    per_mma[sk]++;
+                } else {
+                    ++got;
+                    if (s.rows >= HEAVY_ROWS)
+                        heavy |= s.rows;
+                }
                 rows_hist[s.rows]++;
                 per[sk]++;
             }
         }
     }
-    print_message("sample: %d schedules; rows per CTA 1: %d, 2: %d, 4: %d, 8: %d, 16: %d, 32: %d\n", n, rows_hist[1],
-                  rows_hist[2], rows_hist[4], rows_hist[8], rows_hist[16], rows_hist[32]);
+    print_message("sample: %d schedules (split %d, fused %d, counter %d; with mma %d: split %d, fused %d, counter %d); "
+                  "rows per CTA 1: %d, 2: %d, 4: %d, 8: %d, 16: %d, 32: %d\n",
+                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER], mma_total,
+                  per_mma[SEARCH_SKETCH_SPLIT], per_mma[SEARCH_SKETCH_FUSED], per_mma[SEARCH_SKETCH_FUSED_COUNTER],
+                  rows_hist[1], rows_hist[2], rows_hist[4], rows_hist[8], rows_hist[16], rows_hist[32]);
     assert_true(n >= 200);
-    assert_true(rows_hist[32] >= 2); /* problem D: one per sketch */
-    assert_true(per[SEARCH_SKETCH_SPLIT] >= 100);
-    assert_true(per[SEARCH_SKETCH_FUSED] >= 100);
+    assert_true(rows_hist[32] >= 1); /* problem D: one (CUDA cores) */
+    for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk) {
+        assert_true(per[sk] >= 50);
+        assert_true(per_mma[sk] > 0);
+    }
+    assert_true(mma_total >= 40);
 
     /* compile: THREADS workers over (schedule, arch) jobs */
     static job jobs[MAX_ITEMS * NUM_ARCHS];
@@ -274,9 +303,9 @@ static void test_compile_sample(void **state)
     double wall = now() - t0;
 
     /* the table, in sample order */
-    print_message("%-4s %-2s %-4s %-4s %-52s %-5s %5s | %-12s | %-15s | %s\n", "#", "pb", "type", "rank", "schedule",
-                  "arch", "s", "regs s/e/f", "spill st/ld s/e/f", "");
-    int failures = 0, spill_compiles = 0, spill_sched = 0, spill_per[3] = {0, 0, 0};
+    print_message("%-4s %-2s %-4s %-4s %-56s %-5s %5s | %-15s | %-19s | %s\n", "#", "pb", "type", "rank", "schedule",
+                  "arch", "s", "regs s/e/f/c", "spill st/ld s/e/f/c", "");
+    int failures = 0, spill_compiles = 0, spill_sched = 0, spill_per[NUM_SKETCHES + 1] = {0}, spill_mma = 0;
     double cpu = 0, slowest = 0;
     for (int i = 0; i < n; ++i) {
         const item *it = &items[i];
@@ -297,23 +326,29 @@ static void test_compile_sample(void **state)
             int sp = spill_bytes(&it->s, r);
             sched_spills |= sp > 0;
             spill_compiles += sp > 0;
-            char regs[32], spills[48];
-            snprintf(regs, sizeof regs, "%d/%d/%d", r->e[0].registers, r->e[1].registers, r->e[2].registers);
-            snprintf(spills, sizeof spills, "%d/%d %d/%d %d/%d", r->e[0].spill_stores, r->e[0].spill_loads,
-                     r->e[1].spill_stores, r->e[1].spill_loads, r->e[2].spill_stores, r->e[2].spill_loads);
-            print_message("%-4d %-2s %-4s %-4d %-52s sm_%d%d %5.1f | %-12s | %-15s | %s\n", i, problems[it->problem].tag,
+            char regs[48], spills[64];
+            snprintf(regs, sizeof regs, "%d/%d/%d/%d", r->e[0].registers, r->e[1].registers, r->e[2].registers,
+                     r->e[3].registers);
+            snprintf(spills, sizeof spills, "%d/%d %d/%d %d/%d %d/%d", r->e[0].spill_stores, r->e[0].spill_loads,
+                     r->e[1].spill_stores, r->e[1].spill_loads, r->e[2].spill_stores, r->e[2].spill_loads,
+                     r->e[3].spill_stores, r->e[3].spill_loads);
+            print_message("%-4d %-2s %-4s %-4d %-56s sm_%d%d %5.1f | %-15s | %-19s | %s\n", i,
+                          problems[it->problem].tag,
                           it->dtype == KERNELS_BF16 ? "bf16" : "fp16", it->rank, txt, archs[a][0], archs[a][1],
                           r->seconds, regs, spills, sp ? "SPILLS" : "");
         }
         spill_sched += sched_spills;
         spill_per[it->s.sketch] += sched_spills;
+        spill_mma += sched_spills && it->s.mma;
     }
-    print_message("summary: %d schedules (split %d, fused %d) x %d archs = %d compiles, %d compiled, %d failed; "
-                  "%d compiles spill (marked SPILLS), %d schedules spill on some arch (split %d, fused %d); "
-                  "%.0f s wall with %d threads, %.0f s in NVRTC, slowest %.1f s\n",
-                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], NUM_ARCHS, n * NUM_ARCHS,
-                  n * NUM_ARCHS - failures, failures, spill_compiles, spill_sched, spill_per[SEARCH_SKETCH_SPLIT],
-                  spill_per[SEARCH_SKETCH_FUSED], wall, THREADS, cpu, slowest);
+    print_message("summary: %d schedules (split %d, fused %d, counter %d; %d with mma) x %d archs = %d compiles, "
+                  "%d compiled, %d failed; %d compiles spill (marked SPILLS), %d schedules spill on some arch "
+                  "(split %d, fused %d, counter %d; mma %d); %.0f s wall with %d threads, %.0f s in NVRTC, slowest "
+                  "%.1f s\n",
+                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER], mma_total,
+                  NUM_ARCHS, n * NUM_ARCHS, n * NUM_ARCHS - failures, failures, spill_compiles, spill_sched,
+                  spill_per[SEARCH_SKETCH_SPLIT], spill_per[SEARCH_SKETCH_FUSED],
+                  spill_per[SEARCH_SKETCH_FUSED_COUNTER], spill_mma, wall, THREADS, cpu, slowest);
     free(results);
     assert_int_equal(failures, 0);
 }
