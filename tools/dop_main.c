@@ -182,7 +182,8 @@ static int cmd_jit(int argc, char **argv)
             s.reserved = 0;
             char name[128], *src;
             size_t len;
-            snprintf(name, sizeof name, "rows=%u warps=%u vec=%u kc=%u cols=%u", s.rows, s.warps, s.vec, s.kc, s.cols);
+            snprintf(name, sizeof name, "rows=%u warps=%u vec=%u kc=%u cols=%u%s", s.rows, s.warps, s.vec, s.kc,
+                     s.cols, s.mma ? " mma" : "");
             kernels_dtype kd = dtypes[di] == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
             if (kernels_codegen(&s, kd, rank, &src, &len, why, sizeof why)) {
                 printf("codegen failed for [%s]: %s\n", name, why);
