@@ -237,10 +237,16 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
         return DOP_OK;
     }
     search_schedule chosen;
-    bool have = p != NULL;
+    bool have = p != NULL, pending = p && p->pending;
     if (have)
         chosen = p->sched;
     pthread_mutex_unlock(&ctx->lock);
+    if (pending) {
+        /* queued already: until the worker has loaded it, no source, hash or cache read per call */
+        const runtime_kernel *done = runtime_kernel_loaded(ctx, ps->kdtype, ps->max_rank, &chosen);
+        if (!done)
+            goto generic;
+    }
 
     if (!have) {
         bool from_cache = false;
@@ -288,6 +294,12 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
         return st;
     /* not compiled anywhere yet: compile in the background, serve with the generic kernel */
     runtime_compile_async(ctx, ps->kdtype, ps->max_rank, &chosen);
+    pthread_mutex_lock(&ctx->lock);
+    p = plan_find(ctx->plans, h, &k);
+    if (p)
+        p->pending = true;
+    pthread_mutex_unlock(&ctx->lock);
+generic:
     *kernel = ctx->generic[ps->kdtype == KERNELS_BF16];
     *sched = runtime_generic_schedule(op, ps->num_rows, ps->d_in, ps->num_slices, ctx->info.sm_count);
     pthread_mutex_lock(&ctx->lock);

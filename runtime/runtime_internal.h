@@ -49,6 +49,7 @@ typedef struct runtime_plan {
     size_t key_len;
     search_schedule sched;
     const runtime_kernel *kernel; /* NULL until loaded */
+    bool pending;                 /* its kernel is queued for the background compiler */
 } runtime_plan;
 
 struct dop_context {
@@ -103,6 +104,9 @@ void runtime_leave(dop_context *ctx, bool pushed);
 /* Finds or compiles + loads the module for (dtype, max_rank, schedule). */
 dop_status runtime_kernel_get(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,
                               const runtime_kernel **out);
+/* The module of (dtype, max_rank, schedule) if it is loaded, else NULL; no I/O. */
+const runtime_kernel *runtime_kernel_loaded(dop_context *ctx, kernels_dtype dtype, int max_rank,
+                                            const search_schedule *s);
 /* Same, but without may_compile a module found neither loaded nor in the cache
  * returns DOP_ERR_UNAVAILABLE (no message recorded). */
 dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *s,

@@ -41,6 +41,16 @@ static runtime_kernel *kernel_find(dop_context *ctx, kernels_dtype dtype, int ma
     return NULL;
 }
 
+const runtime_kernel *runtime_kernel_loaded(dop_context *ctx, kernels_dtype dtype, int max_rank,
+                                            const search_schedule *s)
+{
+    search_schedule key = search_schedule_module_key(s);
+    pthread_mutex_lock(&ctx->lock);
+    const runtime_kernel *k = kernel_find(ctx, dtype, max_rank, &key);
+    pthread_mutex_unlock(&ctx->lock);
+    return k;
+}
+
 void runtime_cubin_key(cache_key *k, int nvrtc_major, int nvrtc_minor, int cc_major, int cc_minor,
                        uint64_t source_hash)
 {
