@@ -203,18 +203,8 @@ static int sweep_candidates(search_schedule *out, int max)
                     for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
                         if (n == max)
                             return n;
-                        search_schedule s;
-                        memset(&s, 0, sizeof s);
-                        s.version = SEARCH_SCHEDULE_VERSION;
-                        s.sketch = sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT;
-                        s.rows = 16;
-                        s.warps = mwarps[b];
-                        s.vec = 8;
-                        s.kc = mkcs[c];
-                        s.cols = cols[d];
-                        s.split_k = sk ? 1 : splits[e];
-                        s.mma = 1;
-                        out[n++] = s;
+                        out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, 16,
+                                                        mwarps[b], 8, mkcs[c], sk ? 1 : splits[e], cols[d], 1);
                     }
     for (int sk = 0; sk < 2; ++sk)
         for (size_t a = 0; a < sizeof rows; ++a)
@@ -224,17 +214,8 @@ static int sweep_candidates(search_schedule *out, int max)
                         for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
                             if (n == max)
                                 return n;
-                            search_schedule s;
-                            memset(&s, 0, sizeof s);
-                            s.version = SEARCH_SCHEDULE_VERSION;
-                            s.sketch = sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT;
-                            s.rows = rows[a];
-                            s.warps = warps[b];
-                            s.vec = 8;
-                            s.kc = kcs[c];
-                            s.cols = cols[d];
-                            s.split_k = sk ? 1 : splits[e];
-                            out[n++] = s;
+                            out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, rows[a],
+                                                            warps[b], 8, kcs[c], sk ? 1 : splits[e], cols[d], 0);
                         }
     return n;
 }

@@ -314,15 +314,7 @@ generic:
 search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_t d_in, int32_t num_slices,
                                          int sm_count)
 {
-    search_schedule s;
-    memset(&s, 0, sizeof s);
-    s.version = SEARCH_SCHEDULE_VERSION;
-    s.sketch = SEARCH_SKETCH_SPLIT;
-    s.rows = 1;
-    s.warps = 8;
-    s.vec = 8;
-    s.kc = 1024;
-    s.cols = 256;
+    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0);
     int want = num_rows > 0 ? (2 * sm_count + num_rows * num_slices - 1) / (num_rows * num_slices) : 1;
     int max_split = (d_in + 255) / 256;
     int split = want < 1 ? 1 : want > max_split ? max_split : want;

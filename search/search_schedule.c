@@ -138,26 +138,18 @@ int search_schedule_parse(const char *text, search_schedule *out)
     }
     if (text[used] != '\0')
         return -1;
-    search_schedule s;
-    memset(&s, 0, sizeof s);
-    s.version = SEARCH_SCHEDULE_VERSION;
+    unsigned sketch;
     if (!strcmp(sk, "split"))
-        s.sketch = SEARCH_SKETCH_SPLIT;
+        sketch = SEARCH_SKETCH_SPLIT;
     else if (!strcmp(sk, "fused"))
-        s.sketch = SEARCH_SKETCH_FUSED;
+        sketch = SEARCH_SKETCH_FUSED;
     else if (!strcmp(sk, "counter"))
-        s.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+        sketch = SEARCH_SKETCH_FUSED_COUNTER;
     else
         return -1;
     if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)
         return -1;
-    s.rows = (uint8_t)rows;
-    s.warps = (uint8_t)warps;
-    s.vec = (uint8_t)vec;
-    s.kc = (uint16_t)kc;
-    s.split_k = (uint8_t)split;
-    s.cols = (uint16_t)cols;
-    s.mma = (uint8_t)mma;
+    search_schedule s = search_schedule_make(sketch, rows, warps, vec, kc, split, cols, (unsigned)mma);
     *out = s;
     return 0;
 }
