@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "runtime_check.h"
+#include "runtime_measure.h"
 
 static int cmp_float(const void *a, const void *b)
 {
@@ -59,108 +59,13 @@ static int parse_list(const char *s, int *out, int max)
 
 static const runtime_driver *drv;
 
-/* Median over `samples` samples of the mean time (us) of `burst` back-to-back
- * replays of graphs[i % n] on stream, after 20 warm-up replays. */
-static double time_graphs(CUgraphExec *graphs, int n, CUstream stream, int samples, int burst)
+/* Exits with the context's message when a harness call fails. */
+static void must(dop_context *ctx, dop_status st, const char *what)
 {
-    CUevent ev[2];
-    CKB(drv->fn_cuEventCreate(&ev[0], CU_EVENT_DEFAULT));
-    CKB(drv->fn_cuEventCreate(&ev[1], CU_EVENT_DEFAULT));
-    for (int i = 0; i < 20; ++i)
-        CKB(drv->fn_cuGraphLaunch(graphs[i % n], stream));
-    float *t = malloc((size_t)samples * sizeof *t);
-    int k = 0;
-    for (int i = 0; i < samples; ++i) {
-        CKB(drv->fn_cuEventRecord(ev[0], stream));
-        for (int b = 0; b < burst; ++b)
-            CKB(drv->fn_cuGraphLaunch(graphs[k++ % n], stream));
-        CKB(drv->fn_cuEventRecord(ev[1], stream));
-        CKB(drv->fn_cuEventSynchronize(ev[1]));
-        CKB(drv->fn_cuEventElapsedTime(&t[i], ev[0], ev[1]));
-        t[i] /= (float)burst;
-    }
-    qsort(t, (size_t)samples, sizeof *t, cmp_float);
-    double med = 1e3 * t[samples / 2];
-    free(t);
-    drv->fn_cuEventDestroy(ev[0]);
-    drv->fn_cuEventDestroy(ev[1]);
-    return med;
-}
-
-static double copy_bandwidth(CUstream stream)
-{
-    size_t bytes = (size_t)1 << 30;
-    CUdeviceptr a, b;
-    CKB(drv->fn_cuMemAlloc(&a, bytes));
-    CKB(drv->fn_cuMemAlloc(&b, bytes));
-    CKB(drv->fn_cuMemsetD8(a, 1, bytes));
-    CUevent e0, e1;
-    CKB(drv->fn_cuEventCreate(&e0, CU_EVENT_DEFAULT));
-    CKB(drv->fn_cuEventCreate(&e1, CU_EVENT_DEFAULT));
-    float best = 1e30f;
-    for (int i = 0; i < 10; ++i) {
-        float ms;
-        CKB(drv->fn_cuEventRecord(e0, stream));
-        CKB(drv->fn_cuMemcpyDtoDAsync(b, a, bytes, stream));
-        CKB(drv->fn_cuEventRecord(e1, stream));
-        CKB(drv->fn_cuEventSynchronize(e1));
-        CKB(drv->fn_cuEventElapsedTime(&ms, e0, e1));
-        if (i > 1 && ms < best)
-            best = ms;
-    }
-    drv->fn_cuMemFree(a);
-    drv->fn_cuMemFree(b);
-    drv->fn_cuEventDestroy(e0);
-    drv->fn_cuEventDestroy(e1);
-    return 2.0 * (double)bytes / (best * 1e-3); /* bytes read + written per second */
-}
-
-static double launch_floor(dop_context *ctx, CUstream stream)
-{
-    char why[1024];
-    runtime_cubin cub;
-    const char *src = "extern \"C\" __global__ void dop_nop(int *p) { if (p) *p = 1; }\n";
-    const char *entries[] = {"dop_nop"};
-    if (runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, 1, &cub, why,
-                            sizeof why)) {
-        fprintf(stderr, "launch floor: %s\n", why);
-        exit(1);
-    }
-    CUmodule mod;
-    CUfunction f;
-    CKB(drv->fn_cuModuleLoadData(&mod, cub.data));
-    runtime_cubin_free(&cub);
-    CKB(drv->fn_cuModuleGetFunction(&f, mod, "dop_nop"));
-    int *nullp = NULL;
-    void *args[] = {&nullp};
-    CUgraph g;
-    CUgraphExec ge;
-    CKB(drv->fn_cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
-    CKB(drv->fn_cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, stream, args, NULL));
-    CKB(drv->fn_cuStreamEndCapture(stream, &g));
-    CKB(drv->fn_cuGraphInstantiateWithFlags(&ge, g, 0));
-    double t = time_graphs(&ge, 1, stream, 50, 20);
-    drv->fn_cuGraphExecDestroy(ge);
-    drv->fn_cuGraphDestroy(g);
-    drv->fn_cuModuleUnload(mod);
-    return t;
-}
-
-static CUgraphExec capture(dop_context *ctx, runtime_case_data *cd)
-{
-    CUstream s = (CUstream)runtime_case_stream(cd);
-    CUgraph g;
-    CUgraphExec ge;
-    CKB(drv->fn_cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
-    dop_status st = runtime_case_launch(ctx, cd);
-    CKB(drv->fn_cuStreamEndCapture(s, &g));
     if (st != DOP_OK) {
-        fprintf(stderr, "capture: %s: %s\n", dop_status_string(st), dop_context_error(ctx));
+        fprintf(stderr, "bench_kernels: %s: %s: %s\n", what, dop_status_string(st), dop_context_error(ctx));
         exit(1);
     }
-    CKB(drv->fn_cuGraphInstantiateWithFlags(&ge, g, 0));
-    drv->fn_cuGraphDestroy(g);
-    return ge;
 }
 
 /* One case of the grid: apply, one slice, segments with device copies. */

@@ -156,6 +156,7 @@ struct runtime_case_data {
     dop_lora_shape shape;
     dop_layout lay;
     dop_weights w;
+    double *ref; /* the reference output, computed by the first verify (the inputs never change) */
 };
 
 double runtime_case_hbm_bytes(const runtime_case_data *d)
@@ -199,6 +200,7 @@ void runtime_case_free(dop_context *ctx, runtime_case_data *cd)
     free(cd->ranks);
     free(cd->scales);
     free(cd->vf);
+    free(cd->ref);
     free(cd);
 }
 
@@ -485,41 +487,49 @@ dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_
     double num = 0, den = 0;
     if (c->op == RUNTIME_OP_SHRINK) {
         vout = malloc((size_t)n * ldv * sizeof *vout);
-        vref = malloc((size_t)n * ldv * sizeof *vref);
-        if (!vout || !vref)
+        if (!vout)
             goto oom;
         CK(d->fn_cuMemcpyDtoH(vout, cd->dv, (size_t)n * ldv * sizeof *vout));
-        for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
-            vref[i] = NAN;
-        kref_shrink(&kp, cd->x, vref, ldv);
+        if (!cd->ref) {
+            if (!(cd->ref = malloc((size_t)n * ldv * sizeof *cd->ref)))
+                goto oom;
+            for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
+                cd->ref[i] = NAN;
+            kref_shrink(&kp, cd->x, cd->ref, ldv);
+        }
+        const double *vr = cd->ref;
         for (int64_t i = 0; i < (int64_t)n * ldv; ++i) {
-            if (isnan(vref[i])) {
+            if (isnan(vr[i])) {
                 uint32_t bits;
                 memcpy(&bits, &vout[i], 4);
                 if (bits != 0xffffffffu)
                     res->untouched_bad++;
             } else {
-                double e = isnan(vout[i]) ? INFINITY : (double)vout[i] - vref[i];
+                double e = isnan(vout[i]) ? INFINITY : (double)vout[i] - vr[i];
                 num += e * e;
-                den += vref[i] * vref[i];
+                den += vr[i] * vr[i];
                 res->checked++;
             }
         }
     } else {
-        ref = malloc((size_t)n * dout_total * sizeof *ref);
-        if (!ref)
-            goto oom;
         CK(d->fn_cuMemcpyDtoH(cd->y, cd->dy, (size_t)n * dout_total * 2));
-        if (c->op == RUNTIME_OP_APPLY) {
-            kref_apply(&kp, cd->x, cd->y0, ref);
-        } else {
-            vref = malloc((size_t)n * ldv * sizeof *vref);
-            if (!vref)
+        if (!cd->ref) {
+            if (!(ref = malloc((size_t)n * dout_total * sizeof *ref)))
                 goto oom;
-            for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
-                vref[i] = cd->vf[i];
-            kref_expand(&kp, vref, ldv, cd->y0, ref);
+            if (c->op == RUNTIME_OP_APPLY) {
+                kref_apply(&kp, cd->x, cd->y0, ref);
+            } else {
+                vref = malloc((size_t)n * ldv * sizeof *vref);
+                if (!vref)
+                    goto oom;
+                for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
+                    vref[i] = cd->vf[i];
+                kref_expand(&kp, vref, ldv, cd->y0, ref);
+            }
+            cd->ref = ref;
+            ref = NULL;
         }
+        const double *yr = cd->ref;
         for (int row = 0; row < n; ++row) {
             int slot = cd->row_slot[row];
             for (int s = 0; s < S; ++s) {
@@ -532,9 +542,9 @@ dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_
                         continue;
                     }
                     double got = kref_to_f32(bf16, cd->y[i]);
-                    double e = isnan(got) ? INFINITY : got - ref[i];
+                    double e = isnan(got) ? INFINITY : got - yr[i];
                     num += e * e;
-                    den += ref[i] * ref[i];
+                    den += yr[i] * yr[i];
                     res->checked++;
                 }
             }
@@ -554,6 +564,35 @@ done:
     free(vref);
     free(ref);
     return st;
+}
+
+void runtime_case_class(const runtime_case_data *cd, runtime_perf_shape *ps, runtime_layout_class *cls)
+{
+    const runtime_case *c = &cd->c;
+    memset(ps, 0, sizeof *ps);
+    ps->dtype = c->dtype;
+    ps->kdtype = cd->bf16 ? KERNELS_BF16 : KERNELS_F16;
+    ps->num_rows = c->num_rows;
+    ps->d_in = c->d_in;
+    ps->num_slices = c->num_slices;
+    ps->max_rank = c->max_rank;
+    for (int s = 0; s < c->num_slices; ++s)
+        ps->d_out[s] = c->d_out[s];
+    ps->weights_kind = c->per_call_weights ? (c->device_copies ? 1 : 2) : 0;
+    runtime_layout_summary sum;
+    runtime_summarize_rows(cd->row_slot, c->num_rows, &sum);
+    /* as dop_lora_apply: the ranks of every (slot, slice) in use, zeros included */
+    int rmin = INT32_MAX, rmax = 0;
+    for (int i = 0; i < c->num_rows; ++i) {
+        if (cd->row_slot[i] < 0)
+            continue;
+        for (int s = 0; s < c->num_slices; ++s) {
+            int r = cd->kad[(int64_t)cd->row_slot[i] * c->num_slices + s].rank;
+            rmin = r < rmin ? r : rmin;
+            rmax = r > rmax ? r : rmax;
+        }
+    }
+    runtime_layout_classify(&sum, c->num_rows, rmax > 0 && rmin != rmax, cls);
 }
 
 dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res)

@@ -73,6 +73,9 @@ dop_stream runtime_case_stream(const runtime_case_data *cd);
 /* Forces the schedule of later launches of the case (NULL: dispatch decides). */
 void runtime_case_force(runtime_case_data *cd, const search_schedule *s);
 
+/* What dispatch sees of the case's call: its performance shape and layout class. */
+void runtime_case_class(const runtime_case_data *cd, runtime_perf_shape *ps, runtime_layout_class *cls);
+
 /* Runs one case on ctx and checks it. Returns DOP_OK if it ran (see ok). */
 dop_status runtime_check_case(dop_context *ctx, const runtime_case *c, runtime_case_result *res);
 

@@ -29,6 +29,8 @@
 #include <xxhash.h>
 
 #include "runtime_internal.h"
+#include "search_record.h"
+#include "search_space.h"
 
 static uint8_t log2_ceil(int64_t v)
 {
@@ -122,6 +124,15 @@ int runtime_plan_value_decode(const void *buf, size_t len, search_schedule *s, i
         return -1;
     *s = v.sched;
     return 0;
+}
+
+unsigned runtime_plan_value_origin(const void *buf, size_t len)
+{
+    plan_value v;
+    if (len != sizeof v)
+        return 0;
+    memcpy(&v, buf, sizeof v);
+    return v.version == 1 ? v.origin : 0;
 }
 
 /* The heuristic's pick for a layout class: it sees a representative of the
@@ -378,3 +389,92 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
     out->split_k = (uint8_t)(op == RUNTIME_OP_APPLY || op == RUNTIME_OP_SHRINK ? split : 1);
 }
 
+
+/* ---- tuning ----------------------------------------------------------------------- */
+
+void runtime_record_task(runtime_op op, const runtime_perf_shape *ps, const runtime_layout_class *cls,
+                         search_task *out)
+{
+    memset(out, 0, sizeof *out);
+    out->op = (uint8_t)op;
+    out->dtype = (uint8_t)ps->dtype;
+    out->weights = (uint8_t)ps->weights_kind;
+    out->num_slices = (uint8_t)ps->num_slices;
+    out->d_in = ps->d_in;
+    for (int i = 0; i < ps->num_slices; ++i)
+        out->d_out[i] = ps->d_out[i];
+    out->max_rank = ps->max_rank;
+    out->rows_log2 = cls->rows_log2;
+    out->groups_log2 = cls->groups_log2;
+    out->longest_log2 = cls->longest_log2;
+    out->mean_log2 = cls->mean_log2;
+    out->none_quarters = cls->none_quarters;
+    out->ranks_differ = cls->ranks_differ;
+}
+
+void runtime_record_target(const dop_device_info *d, search_target *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%.*s", (int)sizeof out->name - 1, d->name);
+    out->cc_major = d->cc_major;
+    out->cc_minor = d->cc_minor;
+    out->sm_count = d->sm_count;
+    out->l2_bytes = d->l2_bytes;
+    out->smem_per_block = d->smem_per_block_optin;
+}
+
+void runtime_search_problem(const dop_device_info *d, runtime_op op, const runtime_perf_shape *ps,
+                            search_problem *out)
+{
+    memset(out, 0, sizeof *out);
+    out->op = (int)op;
+    out->dtype = ps->kdtype == KERNELS_BF16 ? SEARCH_DTYPE_BF16 : SEARCH_DTYPE_F16;
+    out->num_rows = ps->num_rows;
+    out->d_in = ps->d_in;
+    out->num_slices = ps->num_slices;
+    for (int i = 0; i < ps->num_slices; ++i)
+        out->d_out[i] = ps->d_out[i];
+    out->max_rank = ps->max_rank;
+    out->cc_major = d->cc_major;
+    out->cc_minor = d->cc_minor;
+    out->sm_count = d->sm_count;
+    out->smem_per_block = 0; /* the kernels use static shared memory only */
+}
+
+dop_status runtime_store_tuned(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
+                               const runtime_layout_class *cls, const search_schedule *s, float measured_us)
+{
+    if (!ctx || !ps || !cls || !s)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "runtime_store_tuned: NULL argument");
+    char why[256];
+    if (!search_schedule_legal(s, ps->max_rank, why, sizeof why))
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "tuned schedule is illegal: %s", why);
+    cache_key k;
+    runtime_gpu g;
+    runtime_gpu_of(&ctx->info, &g);
+    runtime_perf_key(&k, op, ps, &g, cls);
+    uint64_t h = XXH3_64bits(k.buf, k.len);
+    /* this process's plan first: later calls of the class use the tuned schedule */
+    pthread_mutex_lock(&ctx->lock);
+    runtime_plan *p = plan_find(ctx->plans, h, &k);
+    if (!p && (p = plan_insert(ctx->plans, h, &k)) != NULL)
+        ctx->stats.plans++;
+    if (p) {
+        p->sched = *s;
+        p->kernel = NULL;
+        p->pending = false;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (!p)
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "out of host memory for the plan table");
+    if (!ctx->cache || ctx->cache_readonly)
+        return DOP_OK;
+    unsigned char val[64];
+    size_t vlen;
+    char tag[96];
+    runtime_gpu_tag(&g, tag, sizeof tag);
+    runtime_plan_value_encode(s, 2, measured_us, val, &vlen);
+    if (cache_put(ctx->cache, CACHE_DB_SCHEDULES, k.buf, k.len, tag, val, vlen, why, sizeof why) != CACHE_OK)
+        return runtime_fail(ctx, DOP_ERR_CACHE_CORRUPT, "storing a tuned schedule: %s", why);
+    return DOP_OK;
+}

@@ -181,6 +181,22 @@ size_t runtime_plan_value_size(void);
 void runtime_plan_value_encode(const search_schedule *s, unsigned origin, float measured_us, void *buf,
                                size_t *len);
 int runtime_plan_value_decode(const void *buf, size_t len, search_schedule *s, int max_rank);
+/* The origin of an encoded value (1 warm, 2 tuned), 0 if it is not one. */
+unsigned runtime_plan_value_origin(const void *buf, size_t len);
+
+/* The tuning-record views of a call (search_record.h, search_space.h): the
+ * task (performance key without the GPU), the target and the search problem. */
+struct search_task;
+struct search_target;
+struct search_problem;
+void runtime_record_task(runtime_op op, const runtime_perf_shape *ps, const runtime_layout_class *cls,
+                         struct search_task *out);
+void runtime_record_target(const dop_device_info *d, struct search_target *out);
+void runtime_search_problem(const dop_device_info *d, runtime_op op, const runtime_perf_shape *ps,
+                            struct search_problem *out);
+/* Stores a tuned schedule for (op, shape, class) on ctx's device (origin 2). */
+dop_status runtime_store_tuned(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
+                               const runtime_layout_class *cls, const search_schedule *s, float measured_us);
 
 runtime_plans *runtime_plans_new(void);
 void runtime_plans_free(runtime_plans *t);

@@ -41,15 +41,12 @@
 #include "search_schedule.h"
 
 #define SEARCH_RECORD_VERSION 1
-#define SEARCH_MAX_SLICES 8     /* DOP_MAX_SLICES */
 #define SEARCH_RECORD_MAX_COSTS 8
 #define SEARCH_RECORD_LINE_MAX 8192    /* every record search_record_write accepts fits */
 #define SEARCH_RECORD_PARSE_MAX 65536  /* longest line search_record_parse reads */
 #define SEARCH_TARGET_NAME_MAX 64      /* bytes of search_target.name, NUL included */
 #define SEARCH_DIM_MAX (1 << 24)       /* largest d_in / d_out (the API's limit) */
 
-typedef enum search_op { SEARCH_OP_APPLY = 0, SEARCH_OP_SHRINK = 1, SEARCH_OP_EXPAND = 2 } search_op;
-typedef enum search_dtype { SEARCH_DTYPE_F16 = 1, SEARCH_DTYPE_BF16 = 2 } search_dtype;
 typedef enum search_weights {
     SEARCH_WEIGHTS_TABLE = 0,  /* an adapter table registered once ("table") */
     SEARCH_WEIGHTS_ARRAYS = 1, /* per-call device pointer arrays ("arrays") */

@@ -12,6 +12,12 @@
 
 #define SEARCH_SCHEDULE_VERSION 1
 
+#define SEARCH_MAX_SLICES 8 /* DOP_MAX_SLICES */
+
+/* The operations and dtypes, with the runtime's numbers (runtime_op, dop_dtype). */
+typedef enum search_op { SEARCH_OP_APPLY = 0, SEARCH_OP_SHRINK = 1, SEARCH_OP_EXPAND = 2 } search_op;
+typedef enum search_dtype { SEARCH_DTYPE_F16 = 1, SEARCH_DTYPE_BF16 = 2 } search_dtype;
+
 typedef enum search_sketch {
     /* shrink (split-K over CTAs, fp32 atomics into scratch) then expand: two launches */
     SEARCH_SKETCH_SPLIT = 1,

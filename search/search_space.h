@@ -52,12 +52,7 @@
 
 #include "search_schedule.h"
 
-#define SEARCH_MAX_SLICES 8
-
-/* Values of search_problem.op (the runtime's runtime_op). */
-enum { SEARCH_OP_APPLY = 0, SEARCH_OP_SHRINK = 1, SEARCH_OP_EXPAND = 2 };
-/* Values of search_problem.dtype (the kernels' kernels_dtype). */
-enum { SEARCH_DTYPE_F16 = 1, SEARCH_DTYPE_BF16 = 2 };
+/* search_problem.op is a search_op and .dtype a search_dtype (search_schedule.h). */
 
 typedef struct search_problem {
     int op;         /* SEARCH_OP_* */

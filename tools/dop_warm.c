@@ -414,7 +414,7 @@ int dop_warm_command(int argc, char **argv)
     pool.dev = &dev;
     pool.tty = isatty(2);
     pthread_mutex_init(&pool.lock, NULL);
-    int cap = 0, nplans = 0, rc = 0;
+    int cap = 0, nplans = 0, ntuned = 0, rc = 0;
     size_t nseen = 0, seen_cap = 1 << 16;
     uint64_t *seen = calloc(seen_cap, sizeof *seen); /* open addressing on XXH3 of the key; 0 = empty */
     search_schedule gen = runtime_generic_schedule(RUNTIME_OP_APPLY, 1, 4096, 1, dev.sm_count);
@@ -470,6 +470,16 @@ int dop_warm_command(int argc, char **argv)
                                         seen[slot] = h, nseen++;
                                     unsigned char val[64];
                                     size_t vlen;
+                                    void *old = NULL;
+                                    size_t olen = 0;
+                                    if (cache_get(cache, CACHE_DB_SCHEDULES, k.buf, k.len, &old, &olen, NULL, why,
+                                                  sizeof why) == CACHE_OK &&
+                                        runtime_plan_value_origin(old, olen) == 2) {
+                                        free(old); /* measured by dop tune: better than any offline pick */
+                                        ntuned++;
+                                        continue;
+                                    }
+                                    free(old);
                                     runtime_plan_value_encode(&s, 1, 0, val, &vlen);
                                     if (cache_put(cache, CACHE_DB_SCHEDULES, k.buf, k.len, gtag, val, vlen, why,
                                                   sizeof why) != CACHE_OK) {
@@ -483,9 +493,9 @@ int dop_warm_command(int argc, char **argv)
                                         goto out;
                                     }
                                 }
-    printf("%d shapes x %d ranks x %d dtypes x 3 ops x %d layouts x %d row counts: %d layout classes stored, %d "
-           "distinct kernels\n",
-           nshapes, nranks, ndt, RUNTIME_WL_COUNT, nrows, nplans, pool.njobs);
+    printf("%d shapes x %d ranks x %d dtypes x 3 ops x %d layouts x %d row counts: %d layout classes stored "
+           "(%d kept as tuned by dop tune), %d distinct kernels\n",
+           nshapes, nranks, ndt, RUNTIME_WL_COUNT, nrows, nplans, ntuned, pool.njobs);
     pool.t0 = now_s();
     {
         pthread_t tid[128];
