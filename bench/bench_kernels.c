@@ -1,23 +1,30 @@
 /*
- * bench_kernels -- times dop_lora_apply on the workload grid (WORKLOADS.md).
+ * bench_kernels -- times dop_lora_apply on the workload grid (WORKLOADS.md):
+ * dop's dispatched schedule against the best single static schedule and the
+ * measured-best (oracle) schedule, with the floors.
  *
- * Method: one call (everything it enqueues: scratch zeroing included) is
- * captured in a CUDA graph; after 20 warm-up replays, each of --replays
- * replays is bracketed by events; the median is reported. "warm" replays one
- * data set; "cold" rotates over enough copies of x, weights and y that the
- * working set exceeds 2.5x the L2, so weights come from HBM. Floors are
- * measured on the device: HBM floor = bytes that must move (x, y read and
- * written, each adapter in use once) / device-to-device copy bandwidth;
- * launch floor = one empty kernel replayed in a graph.
+ *   bench_kernels [--layouts distinct,uniform,skewed,identical,mixed] [--rows 1,8,...]
+ *                 [--ranks 16,64] [--dtypes f16,bf16] [--shapes 4096:4096,4096:11008,11008:4096]
+ *                 [--replays N] [--verify] [--no-cold] [--json FILE] [--cache FILE | --no-cache]
+ *                 [--records FILE] [--static auto|"split rows=.. warps=.. ..."] [--schedule S]
  *
- *   bench_kernels [--layouts distinct,uniform,...] [--rows 1,8,...] [--ranks 16,64]
- *                 [--dtype f16|bf16] [--din N] [--dout N] [--replays N] [--verify]
- *                 [--no-cold] [--json FILE] [--schedule "split rows=.. warps=.. ..."]
- *                 [--sweep]
+ * Method (runtime_measure.h): one call, everything it enqueues, captured in a
+ * CUDA graph; 20 warm-up replays, then samples of 10 back-to-back replays
+ * bracketed by events, median. warm: one data set; cold: data sets rotated so
+ * the working set is over 2.5x the L2. Floors are measured on the device: HBM
+ * floor = bytes that must move (x, y read and written, each adapter in use
+ * once) / device-to-device copy bandwidth; launch floor = one empty kernel
+ * replayed in a graph; efficiency = max(floors) / dispatched warm time.
  *
- * --sweep times every schedule of a fixed candidate set on every case (warm
- * only), then reports the per-case best (oracle over the set), the best single
- * static schedule (best geomean over the cases) and dispatch's pick against both.
+ * Columns:
+ *   dyn     dispatch's schedule (from the cache dop tune filled, else the heuristic)
+ *   static  one schedule for every case: --static S, or with --static auto the
+ *           schedule with the best geomean warm time over the cases among the
+ *           per-class winners of --records (the best single static schedule)
+ *   oracle  the best schedule the records hold for the case's class (measured
+ *           by dop tune, exhaustively with --exhaustive), timed again here
+ * --schedule forces one schedule in place of dispatch's. --verify checks every
+ * timed schedule against the CPU reference first (a wrong one fails the run).
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -27,226 +34,162 @@
 #include <time.h>
 
 #include "runtime_measure.h"
+#include "search_record.h"
 
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
+#define MAX_LIST 16
+#define MAX_CAND 512
 
 static int parse_list(const char *s, int *out, int max)
 {
     int n = 0;
     while (s && *s && n < max) {
-        out[n++] = atoi(s);
-        s = strchr(s, ',');
-        if (s)
-            ++s;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || (*end && *end != ','))
+            return -1;
+        out[n++] = (int)v;
+        s = *end ? end + 1 : end;
     }
     return n;
 }
 
-#define CKB(call)                                                                                                  \
-    do {                                                                                                           \
-        CUresult r_ = (call);                                                                                      \
-        if (r_ != CUDA_SUCCESS) {                                                                                  \
-            char d_[256];                                                                                          \
-            runtime_cu_describe(drv, r_, d_, sizeof d_);                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, d_);                                     \
-            exit(1);                                                                                               \
-        }                                                                                                          \
-    } while (0)
+typedef struct shape {
+    int d_in, d_out;
+} shape;
 
-static const runtime_driver *drv;
+typedef struct bcase {
+    runtime_case c;
+    runtime_bench *warm, *cold;
+    search_task task;
+    int segs;
+    double hbm_bytes;
+    /* results */
+    double dyn_w, dyn_c, st_w, st_c, or_w, or_c, or_rec;
+    char dyn_name[128], or_name[128];
+    int failed;
+} bcase;
 
-/* Exits with the context's message when a harness call fails. */
-static void must(dop_context *ctx, dop_status st, const char *what)
+/* The records file: per task, the best measured schedule (ok records of this GPU). */
+typedef struct best_rec {
+    search_task task;
+    search_schedule sched;
+    double us;
+} best_rec;
+
+static int load_records(const char *path, const search_target *me, best_rec **out, int *nout)
 {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        return -1;
+    }
+    char tag_me[128], tag[128];
+    search_target_tag(me, tag_me, sizeof tag_me);
+    best_rec *b = NULL;
+    int n = 0, cap = 0, bad = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    search_record r;
+    char why[256];
+    while ((len = getline(&line, &lcap, f)) > 0) {
+        if (search_record_parse(line, (size_t)len, &r, why, sizeof why)) {
+            bad++;
+            continue;
+        }
+        search_target_tag(&r.target, tag, sizeof tag);
+        if (r.error_no != SEARCH_ERR_OK || r.ncosts < 1 || strcmp(tag, tag_me))
+            continue;
+        double us = r.costs_us[0];
+        int i;
+        for (i = 0; i < n; ++i)
+            if (!memcmp(&b[i].task, &r.task, sizeof r.task))
+                break;
+        if (i == n) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                best_rec *nb = realloc(b, (size_t)cap * sizeof *nb);
+                if (!nb) {
+                    fclose(f);
+                    free(line);
+                    free(b);
+                    return -1;
+                }
+                b = nb;
+            }
+            b[n].task = r.task;
+            b[n].sched = r.sched;
+            b[n].us = us;
+            n++;
+        } else if (us < b[i].us) {
+            b[i].sched = r.sched;
+            b[i].us = us;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (bad)
+        fprintf(stderr, "bench_kernels: %d unreadable lines in %s skipped\n", bad, path);
+    *out = b;
+    *nout = n;
+    return 0;
+}
+
+static double geomean_ratio(const double *num, const double *den, int n, int *used)
+{
+    double s = 0;
+    int k = 0;
+    for (int i = 0; i < n; ++i)
+        if (num[i] > 0 && den[i] > 0 && isfinite(num[i]) && isfinite(den[i])) {
+            s += log(num[i] / den[i]);
+            k++;
+        }
+    *used = k;
+    return k ? exp(s / k) : NAN;
+}
+
+/* Times s on b (NULL: dispatch); NAN when it failed (reported). */
+static double timed(dop_context *ctx, runtime_bench *b, const search_schedule *s, int verify, const char *what,
+                    bcase *bc, char *name, size_t name_len)
+{
+    if (!b)
+        return NAN;
+    runtime_measurement m;
+    dop_status st = runtime_bench_measure(ctx, b, s, verify, &m);
     if (st != DOP_OK) {
         fprintf(stderr, "bench_kernels: %s: %s: %s\n", what, dop_status_string(st), dop_context_error(ctx));
         exit(1);
     }
+    if (name)
+        search_schedule_format(&m.used, name, name_len);
+    if (m.error_no != SEARCH_ERR_OK) {
+        fprintf(stderr, "bench_kernels: %s %s rows %d rank %d: %s: %s\n", what,
+                runtime_workload_name(bc->c.workload), bc->c.num_rows, bc->c.max_rank, search_error_name(m.error_no),
+                m.message);
+        if (m.error_no == SEARCH_ERR_WRONG_RESULT)
+            bc->failed = 1;
+        return NAN;
+    }
+    return m.us;
 }
 
-/* One case of the grid: apply, one slice, segments with device copies. */
-static runtime_case grid_case(dop_dtype dtype, int layout, int rows, int din, int dout, int rank, uint64_t seed)
+static void usage(void)
 {
-    runtime_case c;
-    memset(&c, 0, sizeof c);
-    c.dtype = dtype;
-    c.op = RUNTIME_OP_APPLY;
-    c.workload = (runtime_workload)layout;
-    c.layout_kind = DOP_LAYOUT_SEGMENTS;
-    c.num_rows = rows;
-    c.d_in = din;
-    c.num_slices = 1;
-    c.d_out[0] = dout;
-    c.max_rank = rank;
-    c.hetero_ranks = c.workload == RUNTIME_WL_MIXED;
-    c.device_copies = 1;
-    c.seed = seed;
-    return c;
-}
-
-/* ---- sweep ------------------------------------------------------------------------ */
-
-static int sweep_candidates(search_schedule *out, int max)
-{
-    static const uint8_t rows[] = {1, 2, 4, 8, 16};
-    static const uint8_t warps[] = {4, 8, 16};
-    static const uint16_t kcs[] = {1024, 2048, 4096};
-    static const uint16_t cols[] = {128, 256};
-    static const uint8_t splits[] = {1, 4, 16, 32};
-    int n = 0;
-    /* tensor-core schedules: 16-row tiles */
-    static const uint8_t mwarps[] = {4, 8, 16};
-    static const uint16_t mkcs[] = {32, 64, 128};
-    for (int sk = 0; sk < 2; ++sk)
-        for (size_t b = 0; b < sizeof mwarps; ++b)
-            for (size_t c = 0; c < sizeof mkcs / sizeof mkcs[0]; ++c)
-                for (size_t d = 0; d < sizeof cols / sizeof cols[0]; ++d)
-                    for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
-                        if (n == max)
-                            return n;
-                        out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, 16,
-                                                        mwarps[b], 8, mkcs[c], sk ? 1 : splits[e], cols[d], 1);
-                    }
-    for (int sk = 0; sk < 2; ++sk)
-        for (size_t a = 0; a < sizeof rows; ++a)
-            for (size_t b = 0; b < sizeof warps; ++b)
-                for (size_t c = 0; c < sizeof kcs / sizeof kcs[0]; ++c)
-                    for (size_t d = 0; d < sizeof cols / sizeof cols[0]; ++d)
-                        for (size_t e = 0; e < (sk ? 1 : sizeof splits); ++e) {
-                            if (n == max)
-                                return n;
-                            out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, rows[a],
-                                                            warps[b], 8, kcs[c], sk ? 1 : splits[e], cols[d], 0);
-                        }
-    return n;
-}
-
-static int run_sweep(dop_context *ctx, CUstream stream, const int *layouts, int nlayouts, const int *rows, int nrows,
-                     const int *ranks, int nranks, dop_dtype dtype, int din, int dout, FILE *jf)
-{
-    (void)stream;
-    enum { MAXC = 640, MAXCASE = 256 };
-    static search_schedule cand[MAXC];
-    int nc = sweep_candidates(cand, MAXC);
-    kernels_dtype kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
-    for (int ri = 0; ri < nranks; ++ri) {
-        runtime_module_req *req = calloc((size_t)nc, sizeof *req);
-        for (int i = 0; i < nc; ++i)
-            req[i] = (runtime_module_req){kd, ranks[ri], cand[i]};
-        dop_status st = runtime_kernels_prepare(ctx, req, nc, 16);
-        free(req);
-        if (st != DOP_OK) {
-            fprintf(stderr, "prepare: %s\n", dop_context_error(ctx));
-            return 1;
-        }
-    }
-    int ncase = nranks * nlayouts * nrows;
-    if (ncase > MAXCASE)
-        ncase = MAXCASE;
-    double *t = calloc((size_t)ncase * nc, sizeof *t), *disp = calloc((size_t)ncase, sizeof *disp);
-    char (*names)[64] = calloc((size_t)ncase, sizeof *names);
-    int k = 0;
-    printf("# sweep: %d candidate schedules per case\n", nc);
-    printf("%-9s %5s %4s %9s %9s  %-54s %s\n", "layout", "rows", "rank", "disp_us", "best_us", "best schedule",
-           "dispatched");
-    for (int ri = 0; ri < nranks; ++ri)
-        for (int li = 0; li < nlayouts; ++li)
-            for (int ni = 0; ni < nrows && k < ncase; ++ni, ++k) {
-                runtime_case c = grid_case(dtype, layouts[li], rows[ni], din, dout, ranks[ri], 1000 + (uint64_t)k);
-                runtime_case_data *cd;
-                if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {
-                    fprintf(stderr, "setup: %s\n", dop_context_error(ctx));
-                    return 1;
-                }
-                CUstream cs = (CUstream)runtime_case_stream(cd);
-                /* dispatched */
-                if (runtime_case_launch(ctx, cd) != DOP_OK) {
-                    fprintf(stderr, "launch: %s\n", dop_context_error(ctx));
-                    return 1;
-                }
-                search_schedule used;
-                runtime_last_schedule(&used);
-                search_schedule_format(&used, names[k], sizeof names[k]);
-                CUgraphExec g = capture(ctx, cd);
-                disp[k] = time_graphs(&g, 1, cs, 15, 10);
-                drv->fn_cuGraphExecDestroy(g);
-                int best = 0;
-                for (int i = 0; i < nc; ++i) {
-                    runtime_case_force(cd, &cand[i]);
-                    g = capture(ctx, cd);
-                    t[(size_t)k * nc + i] = time_graphs(&g, 1, cs, 15, 10);
-                    drv->fn_cuGraphExecDestroy(g);
-                    runtime_case_force(cd, NULL);
-                    if (t[(size_t)k * nc + i] < t[(size_t)k * nc + best])
-                        best = i;
-                }
-                /* the winner must be right */
-                runtime_case_force(cd, &cand[best]);
-                runtime_case_result res;
-                runtime_case_reset(ctx, cd);
-                runtime_case_launch(ctx, cd);
-                runtime_case_verify(ctx, cd, &res);
-                runtime_case_force(cd, NULL);
-                char bname[128];
-                search_schedule_format(&cand[best], bname, sizeof bname);
-                printf("%-9s %5d %4d %9.2f %9.2f  %-54s %s%s\n", runtime_workload_name(c.workload), c.num_rows,
-                       c.max_rank, disp[k], t[(size_t)k * nc + best], bname, names[k], res.ok ? "" : " BEST-WRONG");
-                fflush(stdout);
-                if (jf) {
-                    for (int i = 0; i < nc; ++i) {
-                        char nm[128];
-                        search_schedule_format(&cand[i], nm, sizeof nm);
-                        fprintf(jf, "{\"layout\":\"%s\",\"rows\":%d,\"rank\":%d,\"schedule\":\"%s\",\"us\":%.3f}\n",
-                                runtime_workload_name(c.workload), c.num_rows, c.max_rank, nm, t[(size_t)k * nc + i]);
-                    }
-                }
-                runtime_case_free(ctx, cd);
-            }
-    /* best static schedule: best geomean over all cases */
-    int bs = 0;
-    double bsg = INFINITY;
-    for (int i = 0; i < nc; ++i) {
-        double lg = 0;
-        for (int j = 0; j < k; ++j)
-            lg += log(t[(size_t)j * nc + i]);
-        if (lg < bsg)
-            bsg = lg, bs = i;
-    }
-    double lo = 0, ld = 0, ls = bsg;
-    for (int j = 0; j < k; ++j) {
-        double b = INFINITY;
-        for (int i = 0; i < nc; ++i)
-            if (t[(size_t)j * nc + i] < b)
-                b = t[(size_t)j * nc + i];
-        lo += log(b);
-        ld += log(disp[j]);
-    }
-    char sname[128];
-    search_schedule_format(&cand[bs], sname, sizeof sname);
-    printf("# best static schedule: [%s], geomean %.2f us\n", sname, exp(ls / k));
-    printf("# oracle (per-case best of the set): geomean %.2f us; dispatched: geomean %.2f us\n", exp(lo / k),
-           exp(ld / k));
-    printf("# oracle over static %.2fx; dispatched over static %.2fx; dispatched / oracle %.2f\n", exp((ls - lo) / k),
-           exp((ls - ld) / k), exp((ld - lo) / k));
-    free(t);
-    free(disp);
-    free(names);
-    return 0;
+    fprintf(stderr, "usage: see the comment at the top of bench/bench_kernels.c\n");
+    exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3}, nlayouts = 4;
-    int rows[16] = {1, 8, 32, 64, 128, 256}, nrows = 6;
-    int ranks[8] = {16, 64}, nranks = 2;
-    int replays = 200, verify = 0, cold = 1, din = 4096, dout = 4096;
-    dop_dtype dtype = DOP_DTYPE_F16;
-    const char *json = NULL, *force_text = NULL;
-    int sweep = 0;
+    int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nlayouts = 5;
+    int rows[MAX_LIST] = {1, 8, 32, 64, 128, 256}, nrows = 6;
+    int ranks[MAX_LIST] = {16, 64}, nranks = 2;
+    dop_dtype dtypes[2] = {DOP_DTYPE_F16}; int ndt = 1;
+    shape shapes[MAX_LIST] = {{4096, 4096}};
+    int nshapes = 1;
+    int replays = 200, verify = 0, cold = 1;
+    const char *json = NULL, *force_text = NULL, *static_text = NULL, *records = NULL, *cache = NULL;
+    int no_cache = 0;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--layouts") && v) {
@@ -263,165 +206,284 @@ int main(int argc, char **argv)
             }
             ++i;
         } else if (!strcmp(a, "--rows") && v) {
-            nrows = parse_list(v, rows, 16), ++i;
+            if ((nrows = parse_list(v, rows, MAX_LIST)) < 1)
+                usage();
+            ++i;
         } else if (!strcmp(a, "--ranks") && v) {
-            nranks = parse_list(v, ranks, 8), ++i;
+            if ((nranks = parse_list(v, ranks, MAX_LIST)) < 1)
+                usage();
+            ++i;
+        } else if (!strcmp(a, "--dtypes") && v) {
+            ndt = 0;
+            if (strstr(v, "f16") == v || strstr(v, ",f16"))
+                dtypes[ndt++] = DOP_DTYPE_F16;
+            if (strstr(v, "bf16"))
+                dtypes[ndt++] = DOP_DTYPE_BF16;
+            if (!ndt)
+                usage();
+            ++i;
+        } else if (!strcmp(a, "--shapes") && v) {
+            nshapes = 0;
+            const char *p = v;
+            while (*p && nshapes < MAX_LIST) {
+                char *end;
+                long di = strtol(p, &end, 10);
+                if (*end != ':')
+                    usage();
+                long dd = strtol(end + 1, &end, 10);
+                if (di <= 0 || dd <= 0 || (*end && *end != ','))
+                    usage();
+                shapes[nshapes++] = (shape){(int)di, (int)dd};
+                p = *end ? end + 1 : end;
+            }
+            ++i;
         } else if (!strcmp(a, "--replays") && v) {
             replays = atoi(v), ++i;
-        } else if (!strcmp(a, "--din") && v) {
-            din = atoi(v), ++i;
-        } else if (!strcmp(a, "--dout") && v) {
-            dout = atoi(v), ++i;
-        } else if (!strcmp(a, "--dtype") && v) {
-            dtype = !strcmp(v, "bf16") ? DOP_DTYPE_BF16 : DOP_DTYPE_F16, ++i;
         } else if (!strcmp(a, "--json") && v) {
             json = v, ++i;
-        } else if (!strcmp(a, "--verify")) {
-            verify = 1;
+        } else if (!strcmp(a, "--records") && v) {
+            records = v, ++i;
+        } else if (!strcmp(a, "--static") && v) {
+            static_text = v, ++i;
         } else if (!strcmp(a, "--schedule") && v) {
             force_text = v, ++i;
-        } else if (!strcmp(a, "--sweep")) {
-            sweep = 1;
+        } else if (!strcmp(a, "--cache") && v) {
+            cache = v, ++i;
+        } else if (!strcmp(a, "--no-cache")) {
+            no_cache = 1;
+        } else if (!strcmp(a, "--verify")) {
+            verify = 1;
         } else if (!strcmp(a, "--no-cold")) {
             cold = 0;
         } else {
-            fprintf(stderr, "usage: see the comment at the top of bench/bench_kernels.c\n");
-            return 2;
+            usage();
         }
     }
     if (replays < 100)
         replays = 100;
-    dop_context *ctx;
-    if (dop_context_create(NULL, &ctx) != DOP_OK) {
-        fprintf(stderr, "bench_kernels: %s\n", dop_context_error(NULL));
-        return 1;
-    }
-    drv = ctx->drv;
-    bool pushed;
-    runtime_enter(ctx, &pushed);
-    CUstream stream;
-    CKB(drv->fn_cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-    double bw = copy_bandwidth(stream);
-    double lf = launch_floor(ctx, stream);
-    time_t now = time(NULL);
-    char date[32];
-    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
-    printf("# dop %s, %s, driver %d, %s; copy bandwidth %.2f TB/s, launch floor %.2f us (graph)\n",
-           dop_version_string(), ctx->info.name, ctx->info.driver_version, date, bw / 1e12, lf);
-    printf("%-9s %5s %4s %4s %9s %9s %9s %9s %6s %s\n", "layout", "rows", "segs", "rank", "warm_us", "cold_us",
-           "hbm_us", "floor_us", "eff", "schedule");
-    FILE *jf = json ? fopen(json, "w") : NULL;
-    search_schedule forced;
+    search_schedule forced, stat;
     if (force_text && search_schedule_parse(force_text, &forced)) {
         fprintf(stderr, "bad --schedule '%s'\n", force_text);
         return 2;
     }
-    if (sweep)
-        return run_sweep(ctx, stream, layouts, nlayouts, rows, nrows, ranks, nranks, dtype, din, dout, jf);
-    double sum_log_eff = 0;
-    int ncase = 0, nfail = 0;
-    for (int ri = 0; ri < nranks; ++ri)
-        for (int li = 0; li < nlayouts; ++li)
-            for (int ni = 0; ni < nrows; ++ni) {
-                runtime_case c = grid_case(dtype, layouts[li], rows[ni], din, dout, ranks[ri], 1000 + (uint64_t)ncase);
-                c.force = force_text ? &forced : NULL;
-                runtime_case_data *cd;
-                if (runtime_case_setup(ctx, &c, &cd) != DOP_OK) {
-                    fprintf(stderr, "setup: %s\n", dop_context_error(ctx));
-                    return 1;
-                }
-                /* first call compiles; then a checked call if asked */
-                if (runtime_case_launch(ctx, cd) != DOP_OK) {
-                    fprintf(stderr, "launch: %s\n", dop_context_error(ctx));
-                    return 1;
-                }
-                CKB(drv->fn_cuStreamSynchronize((CUstream)runtime_case_stream(cd)));
-                const char *vres = "";
-                if (verify) {
-                    runtime_case_result res;
-                    runtime_case_reset(ctx, cd);
-                    runtime_case_launch(ctx, cd);
-                    if (runtime_case_verify(ctx, cd, &res) != DOP_OK || !res.ok) {
-                        vres = " VERIFY-FAILED";
-                        fprintf(stderr, "verify failed: %s\n", res.message);
-                        nfail++;
-                    } else {
-                        vres = " verified";
-                    }
-                }
-                search_schedule used;
-                runtime_last_schedule(&used);
-                char sname[128];
-                search_schedule_format(&used, sname, sizeof sname);
-                CUgraphExec g = capture(ctx, cd);
-                double warm = time_graphs(&g, 1, (CUstream)runtime_case_stream(cd), replays / 10, 10);
-                double bytes = runtime_case_hbm_bytes(cd);
-                double coldt = NAN;
-                if (cold) {
-                    int sets = (int)ceil(2.5 * ctx->info.l2_bytes / bytes);
-                    if (sets < 2)
-                        sets = 2;
-                    if (sets > 48)
-                        sets = 48;
-                    runtime_case_data **cds = calloc((size_t)sets, sizeof *cds);
-                    CUgraphExec *gs = calloc((size_t)sets, sizeof *gs);
-                    cds[0] = cd;
-                    gs[0] = g;
-                    for (int k = 1; k < sets; ++k) {
-                        runtime_case ck = c;
-                        ck.seed = c.seed + 7919u * (unsigned)k;
-                        if (ck.workload == RUNTIME_WL_MIXED)
-                            ck.seed = c.seed; /* same layout, fresh buffers: seeds only move data */
-                        if (runtime_case_setup(ctx, &ck, &cds[k]) != DOP_OK) {
-                            sets = k;
-                            break;
+    int static_auto = static_text && !strcmp(static_text, "auto");
+    if (static_text && !static_auto && search_schedule_parse(static_text, &stat)) {
+        fprintf(stderr, "bad --static '%s'\n", static_text);
+        return 2;
+    }
+    if (static_auto && !records) {
+        fprintf(stderr, "--static auto needs --records FILE (the tuned classes' winners are its candidates)\n");
+        return 2;
+    }
+
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags |= DOP_CONTEXT_WAIT_FOR_COMPILE;
+    if (no_cache)
+        opt.flags |= DOP_CONTEXT_NO_CACHE;
+    opt.cache_path = cache;
+    dop_context *ctx;
+    if (dop_context_create(&opt, &ctx) != DOP_OK) {
+        fprintf(stderr, "bench_kernels: %s\n", dop_context_error(NULL));
+        return 1;
+    }
+    double bw, lf;
+    if (runtime_copy_bandwidth(ctx, &bw) != DOP_OK || runtime_launch_floor(ctx, &lf) != DOP_OK) {
+        fprintf(stderr, "bench_kernels: floors: %s\n", dop_context_error(ctx));
+        return 1;
+    }
+    search_target me;
+    runtime_record_target(&ctx->info, &me);
+    best_rec *best = NULL;
+    int nbest = 0;
+    if (records && load_records(records, &me, &best, &nbest))
+        return 1;
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    printf("# dop %s, %s, driver %d, %s; copy bandwidth %.2f TB/s, launch floor %.2f us (graph)%s\n",
+           dop_version_string(), ctx->info.name, ctx->info.driver_version, date, bw / 1e12, lf,
+           records ? "" : "; no --records: no oracle column");
+
+    /* the cases, each with its warm (and cold) data */
+    int ncase = ndt * nshapes * nranks * nlayouts * nrows;
+    bcase *bc = calloc((size_t)ncase, sizeof *bc);
+    runtime_bench_options wo, co;
+    runtime_bench_options_init(&wo);
+    wo.samples = replays / 10;
+    co = wo;
+    co.cold = 1;
+    int k = 0;
+    for (int d = 0; d < ndt; ++d)
+        for (int si = 0; si < nshapes; ++si)
+            for (int ri = 0; ri < nranks; ++ri)
+                for (int li = 0; li < nlayouts; ++li)
+                    for (int ni = 0; ni < nrows; ++ni, ++k) {
+                        runtime_case *c = &bc[k].c;
+                        c->dtype = dtypes[d];
+                        c->op = RUNTIME_OP_APPLY;
+                        c->workload = (runtime_workload)layouts[li];
+                        c->layout_kind = DOP_LAYOUT_SEGMENTS;
+                        c->num_rows = rows[ni];
+                        c->d_in = shapes[si].d_in;
+                        c->num_slices = 1;
+                        c->d_out[0] = shapes[si].d_out;
+                        c->max_rank = ranks[ri];
+                        c->hetero_ranks = c->workload == RUNTIME_WL_MIXED;
+                        c->device_copies = 1;
+                        c->seed = 1000 + (uint64_t)k;
+                        bc[k].dyn_w = bc[k].dyn_c = bc[k].st_w = bc[k].st_c = NAN;
+                        bc[k].or_w = bc[k].or_c = bc[k].or_rec = NAN;
+                        if (runtime_bench_create(ctx, c, &wo, &bc[k].warm) != DOP_OK) {
+                            fprintf(stderr, "bench_kernels: setup: %s\n", dop_context_error(ctx));
+                            return 1;
                         }
-                        gs[k] = capture(ctx, cds[k]);
+                        runtime_case_data *cd = runtime_bench_case(bc[k].warm);
+                        runtime_perf_shape ps;
+                        runtime_layout_class cls;
+                        runtime_case_class(cd, &ps, &cls);
+                        runtime_record_task(RUNTIME_OP_APPLY, &ps, &cls, &bc[k].task);
+                        bc[k].hbm_bytes = runtime_case_hbm_bytes(cd);
+                        int32_t *tmp = malloc((size_t)c->num_rows * 4);
+                        uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
+                        runtime_workload_rows(c->workload, c->num_rows, &rng, tmp);
+                        runtime_layout_summary sum;
+                        runtime_summarize_rows(tmp, c->num_rows, &sum);
+                        bc[k].segs = sum.groups;
+                        free(tmp);
                     }
-                    /* all sets share one stream for timing: replay them on the first one's */
-                    coldt = time_graphs(gs, sets, (CUstream)runtime_case_stream(cd), replays / 10, 10);
-                    for (int k = 1; k < sets; ++k) {
-                        drv->fn_cuGraphExecDestroy(gs[k]);
-                        runtime_case_free(ctx, cds[k]);
-                    }
-                    free(cds);
-                    free(gs);
+
+    /* the best single static schedule among the tuned winners */
+    if (static_auto) {
+        search_schedule *cand = calloc(MAX_CAND, sizeof *cand);
+        int nc = 0;
+        for (int i = 0; i < nbest && nc < MAX_CAND; ++i) {
+            int dup = 0;
+            for (int j = 0; j < nc && !dup; ++j)
+                dup = !memcmp(&cand[j], &best[i].sched, sizeof cand[j]);
+            if (!dup)
+                cand[nc++] = best[i].sched;
+        }
+        if (!nc) {
+            fprintf(stderr, "bench_kernels: --static auto: no ok records of this GPU in %s\n", records);
+            return 1;
+        }
+        printf("# static: timing %d candidate schedules (the tuned classes' winners) on %d cases, warm\n", nc, ncase);
+        double *lg = calloc((size_t)nc, sizeof *lg);
+        for (int i = 0; i < nc; ++i) {
+            for (int j = 0; j < ncase && isfinite(lg[i]); ++j) {
+                if (!search_schedule_legal(&cand[i], bc[j].c.max_rank, NULL, 0)) {
+                    lg[i] = INFINITY;
+                    break;
                 }
-                double hbm = bytes / bw * 1e6;
-                double floor_us = hbm > lf ? hbm : lf;
-                double eff = floor_us / warm;
-                sum_log_eff += log(eff);
-                int segs = 0;
-                {
-                    int32_t *tmp = malloc((size_t)c.num_rows * 4);
-                    uint64_t rng = c.seed * 0x2545f4914f6cdd1dull + 1;
-                    runtime_workload_rows(c.workload, c.num_rows, &rng, tmp);
-                    runtime_layout_summary sum;
-                    runtime_summarize_rows(tmp, c.num_rows, &sum);
-                    segs = sum.groups;
-                    free(tmp);
+                runtime_measurement m;
+                if (runtime_bench_measure(ctx, bc[j].warm, &cand[i], 0, &m) != DOP_OK) {
+                    fprintf(stderr, "bench_kernels: %s\n", dop_context_error(ctx));
+                    return 1;
                 }
-                printf("%-9s %5d %4d %4d %9.2f %9.2f %9.2f %9.2f %6.2f [%s]%s\n", runtime_workload_name(c.workload),
-                       c.num_rows, segs, c.max_rank, warm, coldt, hbm, floor_us, eff, sname, vres);
-                fflush(stdout);
-                if (jf)
-                    fprintf(jf,
-                            "{\"gpu\":\"%s\",\"driver\":%d,\"dop\":\"%s\",\"date\":\"%s\",\"dtype\":\"%s\","
-                            "\"layout\":\"%s\",\"rows\":%d,\"segments\":%d,\"rank\":%d,\"d_in\":%d,\"d_out\":%d,"
-                            "\"warm_us\":%.3f,\"cold_us\":%.3f,\"hbm_floor_us\":%.3f,\"launch_floor_us\":%.3f,"
-                            "\"schedule\":\"%s\"}\n",
-                            ctx->info.name, ctx->info.driver_version, dop_version_string(), date,
-                            dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", runtime_workload_name(c.workload), c.num_rows,
-                            segs, c.max_rank, din, dout, warm, coldt, hbm, lf, sname);
-                drv->fn_cuGraphExecDestroy(g);
-                runtime_case_free(ctx, cd);
-                ncase++;
+                lg[i] = m.error_no == SEARCH_ERR_OK ? lg[i] + log(m.us) : INFINITY;
             }
-    printf("# %d cases, geomean efficiency (floor / warm time) %.3f%s\n", ncase, exp(sum_log_eff / ncase),
-           verify ? (nfail ? ", VERIFY FAILURES" : ", all verified") : "");
+            fprintf(stderr, "\r# static candidates: %d/%d", i + 1, nc);
+        }
+        fprintf(stderr, "\n");
+        int bi = 0;
+        for (int i = 1; i < nc; ++i)
+            if (lg[i] < lg[bi])
+                bi = i;
+        if (!isfinite(lg[bi])) {
+            fprintf(stderr, "bench_kernels: no candidate runs on every case\n");
+            return 1;
+        }
+        stat = cand[bi];
+        free(lg);
+        free(cand);
+    }
+    char stat_name[128] = "";
+    if (static_text) {
+        search_schedule_format(&stat, stat_name, sizeof stat_name);
+        printf("# static schedule: %s\n", stat_name);
+    }
+
+    printf("%-9s %-4s %11s %5s %4s %4s %8s %8s %8s %8s %8s %8s %7s %7s %5s %6s %6s  %s\n", "layout", "dt", "shape",
+           "rows", "segs", "rank", "dyn_w", "dyn_c", "stat_w", "stat_c", "orcl_w", "orcl_c", "hbm", "launch", "eff",
+           "st/dyn", "dyn/or", "dispatched schedule");
+    FILE *jf = json ? fopen(json, "w") : NULL;
+    if (json && !jf) {
+        perror(json);
+        return 1;
+    }
+    int nfail = 0;
+    for (k = 0; k < ncase; ++k) {
+        bcase *b = &bc[k];
+        const runtime_case *c = &b->c;
+        if (cold && runtime_bench_create(ctx, c, &co, &b->cold) != DOP_OK) {
+            fprintf(stderr, "bench_kernels: setup: %s\n", dop_context_error(ctx));
+            return 1;
+        }
+        const search_schedule *dyn = force_text ? &forced : NULL;
+        b->dyn_w = timed(ctx, b->warm, dyn, verify, "dispatched", b, b->dyn_name, sizeof b->dyn_name);
+        b->dyn_c = timed(ctx, b->cold, dyn, 0, "dispatched (cold)", b, NULL, 0);
+        if (static_text && search_schedule_legal(&stat, c->max_rank, NULL, 0)) {
+            b->st_w = timed(ctx, b->warm, &stat, verify, "static", b, NULL, 0);
+            b->st_c = timed(ctx, b->cold, &stat, 0, "static (cold)", b, NULL, 0);
+        }
+        for (int i = 0; i < nbest; ++i)
+            if (!memcmp(&best[i].task, &b->task, sizeof b->task)) {
+                b->or_rec = best[i].us;
+                search_schedule_format(&best[i].sched, b->or_name, sizeof b->or_name);
+                b->or_w = timed(ctx, b->warm, &best[i].sched, verify, "oracle", b, NULL, 0);
+                b->or_c = timed(ctx, b->cold, &best[i].sched, 0, "oracle (cold)", b, NULL, 0);
+                break;
+            }
+        runtime_bench_free(ctx, b->cold);
+        b->cold = NULL;
+        nfail += b->failed;
+        double hbm = b->hbm_bytes / bw * 1e6, fl = hbm > lf ? hbm : lf;
+        char shp[32];
+        snprintf(shp, sizeof shp, "%d>%d", c->d_in, c->d_out[0]);
+        printf("%-9s %-4s %11s %5d %4d %4d %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %7.2f %7.2f %5.2f %6.2f %6.2f  %s%s\n",
+               runtime_workload_name(c->workload), c->dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", shp, c->num_rows,
+               b->segs, c->max_rank, b->dyn_w, b->dyn_c, b->st_w, b->st_c, b->or_w, b->or_c, hbm, lf, fl / b->dyn_w,
+               b->st_w / b->dyn_w, b->dyn_w / b->or_w, b->dyn_name, b->failed ? "  VERIFY-FAILED" : "");
+        fflush(stdout);
+        if (jf)
+            fprintf(jf,
+                    "{\"gpu\":\"%s\",\"driver\":%d,\"dop\":\"%s\",\"date\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\","
+                    "\"rows\":%d,\"segments\":%d,\"rank\":%d,\"d_in\":%d,\"d_out\":%d,\"dyn_warm_us\":%.3f,"
+                    "\"dyn_cold_us\":%.3f,\"static_warm_us\":%.3f,\"static_cold_us\":%.3f,\"oracle_warm_us\":%.3f,"
+                    "\"oracle_cold_us\":%.3f,\"oracle_record_us\":%.3f,\"hbm_floor_us\":%.3f,"
+                    "\"launch_floor_us\":%.3f,\"efficiency\":%.4f,\"schedule\":\"%s\",\"static\":\"%s\","
+                    "\"oracle\":\"%s\",\"verified\":%s}\n",
+                    ctx->info.name, ctx->info.driver_version, dop_version_string(), date,
+                    c->dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", runtime_workload_name(c->workload), c->num_rows,
+                    b->segs, c->max_rank, c->d_in, c->d_out[0], b->dyn_w, b->dyn_c, b->st_w, b->st_c, b->or_w,
+                    b->or_c, b->or_rec, hbm, lf, fl / b->dyn_w, b->dyn_name, stat_name, b->or_name,
+                    verify ? (b->failed ? "false" : "true") : "null");
+    }
+    /* summary */
+    double *dw = malloc((size_t)ncase * sizeof *dw), *dc = malloc((size_t)ncase * sizeof *dc);
+    double *sw = malloc((size_t)ncase * sizeof *sw), *sc = malloc((size_t)ncase * sizeof *sc);
+    double *ow = malloc((size_t)ncase * sizeof *ow), *fl2 = malloc((size_t)ncase * sizeof *fl2);
+    int within2 = 0;
+    for (k = 0; k < ncase; ++k) {
+        dw[k] = bc[k].dyn_w, dc[k] = bc[k].dyn_c, sw[k] = bc[k].st_w, sc[k] = bc[k].st_c, ow[k] = bc[k].or_w;
+        double hbm = bc[k].hbm_bytes / bw * 1e6;
+        fl2[k] = 2 * (hbm > lf ? hbm : lf);
+        within2 += dw[k] <= fl2[k];
+    }
+    int n1, n2, n3, n4;
+    double s_w = geomean_ratio(sw, dw, ncase, &n1), s_c = geomean_ratio(sc, dc, ncase, &n2);
+    double d_o = geomean_ratio(dw, ow, ncase, &n3), e = geomean_ratio(fl2, dw, ncase, &n4);
+    printf("# %d cases; dynamic over static: %.3fx warm (%d cases), %.3fx cold (%d); dynamic / oracle %.3f (%d cases);"
+           " %d of %d within 2x max(HBM floor, launch floor); geomean efficiency %.3f%s\n",
+           ncase, s_w, n1, s_c, n2, d_o, n3, within2, ncase, e / 2, verify ? (nfail ? "; VERIFY FAILURES" : "; all verified") : "");
     if (jf)
         fclose(jf);
-    runtime_leave(ctx, pushed);
+    for (k = 0; k < ncase; ++k)
+        runtime_bench_free(ctx, bc[k].warm);
+    free(bc);
+    free(best);
+    free(dw), free(dc), free(sw), free(sc), free(ow), free(fl2);
     dop_context_destroy(ctx);
     return nfail ? 1 : 0;
 }

@@ -10,6 +10,7 @@
  *                                 run the kernels on this machine's GPU against the
  *                                 CPU reference on the workload grid
  *   dop selftest                  `check --quick` with a GPU, `jit --gpu h200` without
+ *   dop tune ...                  measured tuning (tools/dop_tune.c)
  *   dop cache ...                 the persistent cache (tools/dop_cache_cmd.c)
  */
 #define _GNU_SOURCE
@@ -22,6 +23,7 @@
 
 #include "dop.h"
 #include "dop_cache_cmd.h"
+#include "dop_tune.h"
 #include "dop_warm.h"
 #include "kernels_codegen.h"
 #include "runtime_check.h"
@@ -39,6 +41,8 @@ static void usage(FILE *f)
                "                                       run the kernels on this GPU against the CPU reference\n"
                "  selftest                             check --quick with a GPU, jit --gpu h200 without\n"
                "  warm [--gpu NAME] [--model NAME] [--ranks ...]   fill the persistent cache for a GPU, offline too\n"
+               "  tune [--model NAME] [--ranks ...] [--budget 64] [--records FILE] [--exhaustive]\n"
+               "                                       measure schedules on this GPU; store the best for dispatch\n"
                "  cache path|ls|stats|export|import|merge|verify|prune\n"
                "                                       the persistent cache (dop cache help)\n");
 }
@@ -322,6 +326,8 @@ int main(int argc, char **argv)
         return dop_cache_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "warm"))
         return dop_warm_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tune"))
+        return dop_tune_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "selftest")) {
         dop_context *ctx;
         if (dop_context_create(NULL, &ctx) == DOP_OK) {

@@ -1,0 +1,774 @@
+/*
+ * dop tune -- measures schedules on this machine's GPU and stores the best
+ * one of every (shape, layout class) for dispatch.
+ *
+ * Tasks: every shape of the models (--model) or --shape lists, rank, dtype,
+ * layout and row count of the workload grid, reduced to distinct layout
+ * classes (two row counts or layouts of one class are one task). For each
+ * task, in order:
+ *
+ *   1. the evolutionary search (search/search_evo.h) proposes schedules,
+ *      ranked by the cost model (costmodel/costmodel.h);
+ *   2. the round's candidates are compiled with NVRTC in parallel on the
+ *      host (runtime_kernels_prepare on a background thread) while the GPU
+ *      measures them in order (runtime_measure.h): each is checked against
+ *      the CPU reference first (a wrong one is recorded as wrong_result and
+ *      can never win), then timed with CUDA-graph replays, weights rotated so
+ *      the working set exceeds the L2 unless --warm;
+ *   3. every measurement becomes a tuning record (search_record.h), appended
+ *      to --records, and the cost model is retrained on all records of this
+ *      GPU before the next round;
+ *   4. the best schedule goes into the cache's schedules database under the
+ *      task's performance key (origin "tuned"), where dispatch finds it.
+ *
+ * The first candidate of every task is the dispatch heuristic's pick, so the
+ * table shows what tuning gained over it. With --exhaustive, tasks whose
+ * space holds at most --max-space schedules are first measured entirely (the
+ * oracle); the search then runs against those measurements (no second timing
+ * of a schedule) and the table shows how far its pick is from the oracle.
+ * The model is stored in the cache at the end.
+ */
+#define _GNU_SOURCE
+#include "dop_tune.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "costmodel.h"
+#include "costmodel_cache.h"
+#include "dop_warm.h"
+#include "runtime_measure.h"
+#include "search_evo.h"
+#include "search_record.h"
+#include "search_space.h"
+
+typedef struct tune_task {
+    runtime_case c; /* a representative call of the class */
+    runtime_perf_shape ps;
+    runtime_layout_class cls;
+    search_task task;
+    search_problem prob;
+    char label[96];
+    long space;
+    /* results */
+    search_schedule heur, best;
+    double heur_us, best_us, oracle_us, seconds;
+    int measured, failed, oracle_n;
+} tune_task;
+
+/* Exhaustive measurements of the current task: schedule -> time. */
+typedef struct oracle_map {
+    search_schedule *key;
+    double *us;
+    size_t cap, n;
+} oracle_map;
+
+typedef struct tune_state {
+    dop_context *ctx;
+    search_target target;
+    costmodel model;
+    int model_trained;
+    search_record *recs; /* what the model trains on: loaded + measured by the search */
+    size_t nrecs, cap;
+    FILE *rf;
+    int threads, warm, quiet_bar;
+    kernels_dtype kd;
+    tune_task *cur;
+    runtime_bench *bench;
+    oracle_map *oracle; /* non-NULL: answer from it instead of the GPU */
+    /* progress */
+    double t0;
+    long done_measures, total_measures;
+    int task_index, ntasks;
+    int fatal;
+} tune_state;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t sched_hash(const search_schedule *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *s; ++i)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int oracle_put(oracle_map *m, const search_schedule *s, double us)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t nc = m->cap ? 2 * m->cap : 1024;
+        oracle_map nm = {calloc(nc, sizeof *nm.key), calloc(nc, sizeof *nm.us), nc, 0};
+        if (!nm.key || !nm.us) {
+            free(nm.key);
+            free(nm.us);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; ++i)
+            if (m->key[i].version)
+                oracle_put(&nm, &m->key[i], m->us[i]);
+        free(m->key);
+        free(m->us);
+        *m = nm;
+    }
+    size_t i = sched_hash(s) & (m->cap - 1);
+    while (m->key[i].version && memcmp(&m->key[i], s, sizeof *s))
+        i = (i + 1) & (m->cap - 1);
+    if (!m->key[i].version)
+        m->n++;
+    m->key[i] = *s;
+    m->us[i] = us;
+    return 0;
+}
+
+static int oracle_get(const oracle_map *m, const search_schedule *s, double *us)
+{
+    if (!m->cap)
+        return -1;
+    size_t i = sched_hash(s) & (m->cap - 1);
+    while (m->key[i].version) {
+        if (!memcmp(&m->key[i], s, sizeof *s)) {
+            *us = m->us[i];
+            return 0;
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    return -1;
+}
+
+static int add_record(tune_state *T, const search_record *r)
+{
+    if (T->nrecs == T->cap) {
+        size_t nc = T->cap ? 2 * T->cap : 1024;
+        search_record *n = realloc(T->recs, nc * sizeof *n);
+        if (!n)
+            return -1;
+        T->recs = n;
+        T->cap = nc;
+    }
+    T->recs[T->nrecs++] = *r;
+    return 0;
+}
+
+static void progress(tune_state *T, int force)
+{
+    static double last;
+    double t = now_s();
+    if (!force && t - last < 0.25)
+        return;
+    last = t;
+    double el = t - T->t0;
+    long done = T->done_measures, total = T->total_measures > done ? T->total_measures : done + 1;
+    double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    if (!T->quiet_bar) {
+        int w = 30, f = (int)(w * done / total);
+        char bar[32];
+        for (int i = 0; i < w; ++i)
+            bar[i] = i < f ? '=' : (i == f ? '>' : ' ');
+        bar[w] = 0;
+        fprintf(stderr, "\r[%s] task %d/%d  %ld/%ld measured  %4.0fs elapsed  ETA %4.0fs  %-40.40s", bar,
+                T->task_index + 1, T->ntasks, done, total, el, eta, T->cur ? T->cur->label : "");
+        fflush(stderr);
+    }
+}
+
+static void make_record(tune_state *T, const search_schedule *s, const runtime_measurement *m, double seconds,
+                        search_record *r)
+{
+    search_record_init(r);
+    r->task = T->cur->task;
+    r->target = T->target;
+    r->sched = *s;
+    r->error_no = m->error_no;
+    r->all_cost_s = seconds;
+    r->timestamp = (int64_t)time(NULL);
+    r->compiled = m->error_no != SEARCH_ERR_COMPILE;
+    r->ran = m->error_no == SEARCH_ERR_OK || m->error_no == SEARCH_ERR_WRONG_RESULT ||
+             m->error_no == SEARCH_ERR_DEVICE || m->error_no == SEARCH_ERR_TIMEOUT;
+    r->matched = m->error_no == SEARCH_ERR_OK;
+    if (m->error_no == SEARCH_ERR_OK) {
+        r->costs_us[0] = m->us;
+        r->ncosts = 1;
+    }
+    if (r->compiled)
+        for (int e = 0; e < SEARCH_ENTRY_COUNT; ++e)
+            r->registers[e] = m->registers[e] <= 255 ? m->registers[e] : 255;
+    r->max_error = m->max_error;
+}
+
+static void write_record(tune_state *T, const search_record *r)
+{
+    if (!T->rf)
+        return;
+    char line[SEARCH_RECORD_LINE_MAX];
+    if (search_record_write(r, line, sizeof line) > 0)
+        fprintf(T->rf, "%s\n", line);
+}
+
+typedef struct prep_arg {
+    dop_context *ctx;
+    runtime_module_req *req;
+    int n, threads;
+} prep_arg;
+
+static void *prep_thread(void *p)
+{
+    prep_arg *a = p;
+    runtime_kernels_prepare(a->ctx, a->req, a->n, a->threads); /* failures are measured (and recorded) one by one */
+    return NULL;
+}
+
+/* Measures n schedules of the current task on the GPU (compiling them meanwhile). */
+static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *cost, search_record *out)
+{
+    runtime_module_req *req = calloc((size_t)n, sizeof *req);
+    if (!req)
+        return -1;
+    for (int i = 0; i < n; ++i)
+        req[i] = (runtime_module_req){T->kd, T->cur->c.max_rank, s[i]};
+    prep_arg pa = {T->ctx, req, n, T->threads};
+    pthread_t tid;
+    int threaded = pthread_create(&tid, NULL, prep_thread, &pa) == 0;
+    int rc = 0;
+    for (int i = 0; i < n; ++i) {
+        double t0 = now_s();
+        runtime_measurement m;
+        dop_status st = runtime_bench_measure(T->ctx, T->bench, &s[i], 1, &m);
+        if (st != DOP_OK) {
+            fprintf(stderr, "\ndop tune: measuring: %s: %s\n", dop_status_string(st), dop_context_error(T->ctx));
+            T->fatal = 1;
+            rc = -1;
+            break;
+        }
+        cost[i] = m.error_no == SEARCH_ERR_OK ? m.us : INFINITY;
+        make_record(T, &s[i], &m, now_s() - t0, &out[i]);
+        T->done_measures++;
+        progress(T, 0);
+    }
+    if (threaded)
+        pthread_join(tid, NULL);
+    free(req);
+    return rc;
+}
+
+static void retrain(tune_state *T)
+{
+    costmodel m;
+    costmodel_init(&m, &T->target);
+    char why[256];
+    if (costmodel_train(&m, T->recs, T->nrecs, why, sizeof why) > 0) {
+        T->model = m;
+        T->model_trained = 1;
+    }
+}
+
+static int cb_predict(void *user, const search_schedule *s, int n, double *cost)
+{
+    tune_state *T = user;
+    for (int i = 0; i < n; ++i)
+        cost[i] = costmodel_predict_us(&T->model, &T->cur->task, &s[i]);
+    return 0;
+}
+
+static int cb_measure(void *user, const search_schedule *s, int n, double *cost)
+{
+    tune_state *T = user;
+    search_record *r = calloc((size_t)n, sizeof *r);
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (T->oracle) {
+        for (int i = 0; i < n; ++i) {
+            double us;
+            cost[i] = oracle_get(T->oracle, &s[i], &us) == 0 ? us : INFINITY;
+            runtime_measurement m;
+            memset(&m, 0, sizeof m);
+            m.error_no = isfinite(cost[i]) ? SEARCH_ERR_OK : SEARCH_ERR_UNKNOWN;
+            m.us = cost[i];
+            m.max_error = -1;
+            make_record(T, &s[i], &m, 0, &r[i]);
+            T->done_measures++;
+        }
+        progress(T, 0);
+    } else {
+        rc = measure_gpu(T, s, n, cost, r);
+    }
+    if (rc == 0) {
+        for (int i = 0; i < n; ++i) {
+            if (!T->oracle)
+                write_record(T, &r[i]);
+            if (add_record(T, &r[i])) {
+                rc = -1;
+                break;
+            }
+            T->cur->measured++;
+            T->cur->failed += !isfinite(cost[i]);
+        }
+        if (T->rf)
+            fflush(T->rf);
+        retrain(T);
+    }
+    free(r);
+    return rc;
+}
+
+/* Measures every schedule of the current task's space into *m (and the records file). */
+typedef struct enum_buf {
+    search_schedule *s;
+    long n, cap;
+} enum_buf;
+
+static int collect(const search_schedule *s, void *user)
+{
+    enum_buf *b = user;
+    if (b->n == b->cap) {
+        long nc = b->cap ? 2 * b->cap : 4096;
+        search_schedule *ns = realloc(b->s, (size_t)nc * sizeof *ns);
+        if (!ns)
+            return 1;
+        b->s = ns;
+        b->cap = nc;
+    }
+    b->s[b->n++] = *s;
+    return 0;
+}
+
+static int measure_space(tune_state *T, oracle_map *m)
+{
+    enum_buf b = {0};
+    if (search_space_enumerate(&T->cur->prob, collect, &b) != T->cur->space) {
+        free(b.s);
+        return -1;
+    }
+    enum { CHUNK = 256 };
+    double cost[CHUNK];
+    search_record rec[CHUNK];
+    double best = INFINITY;
+    for (long i = 0; i < b.n; i += CHUNK) {
+        int n = b.n - i < CHUNK ? (int)(b.n - i) : CHUNK;
+        if (measure_gpu(T, b.s + i, n, cost, rec)) {
+            free(b.s);
+            return -1;
+        }
+        for (int j = 0; j < n; ++j) {
+            write_record(T, &rec[j]);
+            if (oracle_put(m, &b.s[i + j], cost[j])) {
+                free(b.s);
+                return -1;
+            }
+            if (cost[j] < best)
+                best = cost[j];
+        }
+        if (T->rf)
+            fflush(T->rf);
+    }
+    T->cur->oracle_us = best;
+    T->cur->oracle_n = (int)b.n;
+    free(b.s);
+    return 0;
+}
+
+/* ---- tasks -------------------------------------------------------------------------- */
+
+typedef struct shape_in {
+    char name[24];
+    int d_in, num_slices, d_out[DOP_MAX_SLICES];
+} shape_in;
+
+static int preset(const char *model, shape_in *out, int max)
+{
+    static const struct {
+        const char *name;
+        int hidden, kv, inter;
+    } presets[] = {{"llama-2-7b", 4096, 4096, 11008}, {"llama-3-8b", 4096, 1024, 14336}, {"mistral-7b", 4096, 1024, 14336}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; ++i) {
+        if (strcmp(presets[i].name, model) || max < 4)
+            continue;
+        int h = presets[i].hidden, kv = presets[i].kv, f = presets[i].inter;
+        out[0] = (shape_in){"qkv", h, 3, {h, kv, kv}};
+        out[1] = (shape_in){"o", h, 1, {h}};
+        out[2] = (shape_in){"gate_up", h, 2, {f, f}};
+        out[3] = (shape_in){"down", f, 1, {h}};
+        return 4;
+    }
+    return -1;
+}
+
+static int parse_shape(const char *s, shape_in *out)
+{
+    memset(out, 0, sizeof *out);
+    char *end;
+    long din = strtol(s, &end, 10);
+    if (din <= 0 || *end != ':')
+        return -1;
+    out->d_in = (int)din;
+    s = end + 1;
+    while (*s && out->num_slices < DOP_MAX_SLICES) {
+        long d = strtol(s, &end, 10);
+        if (d <= 0 || (*end && *end != ','))
+            return -1;
+        out->d_out[out->num_slices++] = (int)d;
+        s = *end ? end + 1 : end;
+    }
+    snprintf(out->name, sizeof out->name, "shape");
+    return out->num_slices ? 0 : -1;
+}
+
+static int parse_ints(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || (*end && *end != ','))
+            return -1;
+        out[n++] = (int)v;
+        s = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: dop tune [--model llama-2-7b|llama-3-8b|mistral-7b]... [--shape DIN:DOUT[,DOUT...]]...\n"
+            "                [--ranks 16,...] [--dtype f16|bf16] [--layouts distinct,uniform,skewed,identical,mixed]\n"
+            "                [--rows 1,8,32,64,128,256,1024,4096] [--budget 64] [--records FILE] [--cache FILE]\n"
+            "                [--seed N] [--threads N] [--warm] [--exhaustive [--max-space N]] [--no-store]\n"
+            "  default: --model llama-2-7b --ranks 16 --dtype f16, every layout and row count of the workload grid;\n"
+            "  records are appended to --records (default dop-tune.jsonl); the best schedule of every layout class\n"
+            "  goes into the cache for dispatch (not with --no-store).\n");
+}
+
+int dop_tune_command(int argc, char **argv)
+{
+    shape_in shapes[64];
+    int nshapes = 0, ranks[8] = {16}, nranks = 1, rows[16] = {1, 8, 32, 64, 128, 256, 1024, 4096}, nrows = 8;
+    int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nlayouts = 5, budget = 64, exhaustive = 0, no_store = 0;
+    long max_space = 10000;
+    uint64_t seed = 1;
+    dop_dtype dtype = DOP_DTYPE_F16;
+    const char *records = "dop-tune.jsonl";
+    tune_state T;
+    memset(&T, 0, sizeof T);
+    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    T.threads = nproc > 2 ? (int)nproc - 1 : 1;
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE;
+    for (int i = 0; i < argc; ++i) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) {
+            int n = preset(v, shapes + nshapes, 64 - nshapes);
+            if (n < 0) {
+                fprintf(stderr, "dop tune: unknown model '%s' (llama-2-7b, llama-3-8b, mistral-7b)\n", v);
+                return 2;
+            }
+            nshapes += n, ++i;
+        } else if (!strcmp(a, "--shape") && v) {
+            if (nshapes == 64 || parse_shape(v, &shapes[nshapes])) {
+                fprintf(stderr, "dop tune: bad --shape '%s' (DIN:DOUT[,DOUT...])\n", v);
+                return 2;
+            }
+            nshapes++, ++i;
+        } else if (!strcmp(a, "--ranks") && v) {
+            if ((nranks = parse_ints(v, ranks, 8)) < 1) {
+                fprintf(stderr, "dop tune: bad --ranks '%s'\n", v);
+                return 2;
+            }
+            ++i;
+        } else if (!strcmp(a, "--rows") && v) {
+            if ((nrows = parse_ints(v, rows, 16)) < 1) {
+                fprintf(stderr, "dop tune: bad --rows '%s'\n", v);
+                return 2;
+            }
+            ++i;
+        } else if (!strcmp(a, "--layouts") && v) {
+            nlayouts = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *t = strtok(buf, ","); t && nlayouts < RUNTIME_WL_COUNT; t = strtok(NULL, ",")) {
+                int w = runtime_workload_parse(t);
+                if (w < 0) {
+                    fprintf(stderr, "dop tune: unknown layout '%s'\n", t);
+                    return 2;
+                }
+                layouts[nlayouts++] = w;
+            }
+            ++i;
+        } else if (!strcmp(a, "--dtype") && v) {
+            if (!strcmp(v, "f16"))
+                dtype = DOP_DTYPE_F16;
+            else if (!strcmp(v, "bf16"))
+                dtype = DOP_DTYPE_BF16;
+            else {
+                fprintf(stderr, "dop tune: bad --dtype '%s' (f16, bf16)\n", v);
+                return 2;
+            }
+            ++i;
+        } else if (!strcmp(a, "--budget") && v) {
+            budget = atoi(v), ++i;
+            if (budget < 1 || budget > SEARCH_EVO_MAX_MEASURES) {
+                fprintf(stderr, "dop tune: --budget must be 1..%d\n", SEARCH_EVO_MAX_MEASURES);
+                return 2;
+            }
+        } else if (!strcmp(a, "--records") && v) {
+            records = v, ++i;
+        } else if (!strcmp(a, "--cache") && v) {
+            opt.cache_path = v, ++i;
+        } else if (!strcmp(a, "--seed") && v) {
+            seed = strtoull(v, NULL, 10), ++i;
+        } else if (!strcmp(a, "--threads") && v) {
+            T.threads = atoi(v) > 0 ? atoi(v) : 1, ++i;
+        } else if (!strcmp(a, "--max-space") && v) {
+            max_space = atol(v), ++i;
+        } else if (!strcmp(a, "--warm")) {
+            T.warm = 1;
+        } else if (!strcmp(a, "--exhaustive")) {
+            exhaustive = 1;
+        } else if (!strcmp(a, "--no-store")) {
+            no_store = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!nshapes)
+        nshapes = preset("llama-2-7b", shapes, 64);
+    T.quiet_bar = !isatty(2);
+    T.kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
+
+    if (dop_context_create(&opt, &T.ctx) != DOP_OK) {
+        fprintf(stderr, "dop tune: %s\n", dop_context_error(NULL));
+        return 1;
+    }
+    dop_context *ctx = T.ctx;
+    runtime_record_target(&ctx->info, &T.target);
+    char tag[128];
+    search_target_tag(&T.target, tag, sizeof tag);
+    costmodel_init(&T.model, &T.target);
+
+    /* what earlier runs measured on this GPU trains the model from the start */
+    int loaded = 0;
+    FILE *old = fopen(records, "r");
+    if (old) {
+        char *line = NULL;
+        size_t lcap = 0;
+        ssize_t len;
+        search_record r;
+        while ((len = getline(&line, &lcap, old)) > 0)
+            if (search_record_parse(line, (size_t)len, &r, NULL, 0) == 0 &&
+                costmodel_same_target(&r.target, &T.target) && add_record(&T, &r) == 0)
+                loaded++;
+        free(line);
+        fclose(old);
+        retrain(&T);
+    }
+    T.rf = fopen(records, "a");
+    if (!T.rf) {
+        perror(records);
+        dop_context_destroy(ctx);
+        return 1;
+    }
+
+    /* the tasks: distinct layout classes */
+    int maxt = nshapes * nranks * nlayouts * nrows;
+    tune_task *tasks = calloc((size_t)maxt, sizeof *tasks);
+    int nt = 0;
+    for (int si = 0; si < nshapes; ++si)
+        for (int ri = 0; ri < nranks; ++ri)
+            for (int li = 0; li < nlayouts; ++li)
+                for (int ni = 0; ni < nrows; ++ni) {
+                    tune_task *t = &tasks[nt];
+                    memset(t, 0, sizeof *t);
+                    runtime_case *c = &t->c;
+                    c->dtype = dtype;
+                    c->op = RUNTIME_OP_APPLY;
+                    c->workload = (runtime_workload)layouts[li];
+                    c->layout_kind = DOP_LAYOUT_SEGMENTS;
+                    c->num_rows = rows[ni];
+                    c->d_in = shapes[si].d_in;
+                    c->num_slices = shapes[si].num_slices;
+                    memcpy(c->d_out, shapes[si].d_out, sizeof c->d_out);
+                    c->max_rank = ranks[ri];
+                    c->hetero_ranks = c->workload == RUNTIME_WL_MIXED;
+                    c->device_copies = 1;
+                    c->seed = 1000 + (uint64_t)nt;
+                    /* the class, as dispatch will compute it for this call */
+                    int32_t *rs = malloc((size_t)c->num_rows * sizeof *rs);
+                    uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
+                    runtime_workload_rows(c->workload, c->num_rows, &rng, rs);
+                    runtime_layout_summary sum;
+                    runtime_summarize_rows(rs, c->num_rows, &sum);
+                    free(rs);
+                    memset(&t->ps, 0, sizeof t->ps);
+                    t->ps.dtype = dtype;
+                    t->ps.kdtype = T.kd;
+                    t->ps.num_rows = c->num_rows;
+                    t->ps.d_in = c->d_in;
+                    t->ps.num_slices = c->num_slices;
+                    memcpy(t->ps.d_out, c->d_out, sizeof t->ps.d_out);
+                    t->ps.max_rank = c->max_rank;
+                    runtime_layout_classify(&sum, c->num_rows, c->hetero_ranks, &t->cls);
+                    runtime_record_task(RUNTIME_OP_APPLY, &t->ps, &t->cls, &t->task);
+                    int dup = 0;
+                    for (int j = 0; j < nt && !dup; ++j)
+                        dup = !memcmp(&tasks[j].task, &t->task, sizeof t->task);
+                    if (dup)
+                        continue;
+                    runtime_search_problem(&ctx->info, RUNTIME_OP_APPLY, &t->ps, &t->prob);
+                    t->space = search_space_count(&t->prob, NULL);
+                    snprintf(t->label, sizeof t->label, "%s r%d %s %s %d", shapes[si].name, c->max_rank,
+                             dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", runtime_workload_name(c->workload), c->num_rows);
+                    nt++;
+                }
+    T.ntasks = nt;
+    for (int i = 0; i < nt; ++i) {
+        T.total_measures += budget < tasks[i].space ? budget : tasks[i].space;
+        if (exhaustive && tasks[i].space <= max_space)
+            T.total_measures += tasks[i].space;
+    }
+    printf("dop tune on %s (%s): %d shapes x %d ranks x %d layouts x %d row counts = %d layout classes; budget %d "
+           "measurements each; %d records of this GPU loaded from %s%s\n",
+           ctx->info.name, tag, nshapes, nranks, nlayouts, nrows, nt, budget, loaded, records,
+           T.model_trained ? " (model trained on them)" : "");
+    fflush(stdout);
+
+    runtime_bench_options bo;
+    runtime_bench_options_init(&bo);
+    bo.cold = !T.warm;
+    search_evo_params ep;
+    search_evo_params_init(&ep);
+    ep.max_measures = budget;
+    ep.seed = seed;
+    T.t0 = now_s();
+    int rc = 0;
+    for (int i = 0; i < nt && !T.fatal; ++i) {
+        tune_task *t = &tasks[i];
+        T.cur = t;
+        T.task_index = i;
+        double t0 = now_s();
+        if (runtime_bench_create(ctx, &t->c, &bo, &T.bench) != DOP_OK) {
+            fprintf(stderr, "\ndop tune: %s: setting up: %s\n", t->label, dop_context_error(ctx));
+            rc = 1;
+            break;
+        }
+        oracle_map om = {0};
+        if (exhaustive && t->space <= max_space) {
+            if (measure_space(&T, &om)) {
+                free(om.key);
+                free(om.us);
+                runtime_bench_free(ctx, T.bench);
+                rc = 1;
+                break;
+            }
+            T.oracle = &om;
+        } else {
+            t->oracle_us = NAN;
+        }
+        /* seed: the heuristic's pick, and the winners of the tasks of this shape tuned so far */
+        search_schedule seeds[4];
+        int ns = 0;
+        runtime_pick_for_class(&ctx->info, RUNTIME_OP_APPLY, &t->ps, &t->cls, &seeds[ns++]);
+        t->heur = seeds[0];
+        for (int j = i - 1; j >= 0 && ns < 4; --j)
+            if (tasks[j].best_us > 0 && tasks[j].c.max_rank == t->c.max_rank &&
+                search_space_legal(&t->prob, &tasks[j].best, NULL, 0))
+                seeds[ns++] = tasks[j].best;
+        search_evo_result res;
+        char why[256];
+        size_t before = T.nrecs;
+        int er = search_evo_run(&t->prob, &ep, seeds, ns, cb_predict, cb_measure, &T, &res, why, sizeof why);
+        T.oracle = NULL;
+        free(om.key);
+        free(om.us);
+        runtime_bench_free(ctx, T.bench);
+        T.bench = NULL;
+        if (er < 0) {
+            fprintf(stderr, "\ndop tune: %s: %s\n", t->label, why);
+            rc = 1;
+            break;
+        }
+        t->heur_us = NAN;
+        for (size_t r = before; r < T.nrecs; ++r)
+            if (!memcmp(&T.recs[r].sched, &t->heur, sizeof t->heur))
+                t->heur_us = T.recs[r].ncosts ? T.recs[r].costs_us[0] : INFINITY;
+        t->best = res.best;
+        t->best_us = er == 0 ? res.best_cost : NAN;
+        t->seconds = now_s() - t0;
+        if (er == 0 && !no_store &&
+            runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &t->ps, &t->cls, &t->best, (float)t->best_us) != DOP_OK) {
+            fprintf(stderr, "\ndop tune: %s: %s\n", t->label, dop_context_error(ctx));
+            rc = 1;
+        }
+        if (T.quiet_bar) {
+            char bn[128];
+            search_schedule_format(&t->best, bn, sizeof bn);
+            printf("[%d/%d] %s: %d measured, best %.2f us [%s], heuristic %.2f us, %.1f s\n", i + 1, nt, t->label,
+                   t->measured, t->best_us, bn, t->heur_us, t->seconds);
+            fflush(stdout);
+        }
+    }
+    progress(&T, 1);
+    if (!T.quiet_bar)
+        fprintf(stderr, "\n");
+    double total = now_s() - T.t0;
+
+    /* the table */
+    printf("\n%-34s %7s %5s %10s %10s %7s %10s %7s  %s\n", "task", "space", "meas", "heur_us", "tuned_us", "gain",
+           "oracle_us", "tun/or", "tuned schedule");
+    double lg = 0, lo = 0, worst = 0;
+    int ng = 0, no = 0, within = 0;
+    for (int i = 0; i < nt; ++i) {
+        tune_task *t = &tasks[i];
+        if (!t->measured)
+            continue;
+        char bn[128];
+        search_schedule_format(&t->best, bn, sizeof bn);
+        double gain = t->heur_us / t->best_us, ro = t->best_us / t->oracle_us;
+        printf("%-34s %7ld %5d %10.2f %10.2f %6.2fx %10.2f %7.3f  %s\n", t->label, t->space, t->measured, t->heur_us,
+               t->best_us, gain, t->oracle_us, ro, bn);
+        if (isfinite(gain) && gain > 0)
+            lg += log(gain), ng++;
+        if (isfinite(ro) && ro > 0) {
+            lo += log(ro), no++;
+            within += ro <= 1.05;
+            worst = ro > worst ? ro : worst;
+        }
+    }
+    printf("\n%d layout classes tuned in %.1f s (%ld measurements); geomean gain over the heuristic %.3fx", nt, total,
+           T.done_measures, ng ? exp(lg / ng) : NAN);
+    if (no)
+        printf("; against the exhaustive oracle on %d classes: geomean %.3f, worst %.3f, %d within 5%%", no,
+               exp(lo / no), worst, within);
+    printf("\nrecords: %s; ", records);
+    /* the model, for cold picks and the next run */
+    if (T.model_trained && ctx->cache && !ctx->cache_readonly) {
+        char why[256];
+        if (costmodel_cache_store(ctx->cache, &T.model, why, sizeof why) == 0)
+            printf("cost model (trained on %u records, %u tasks) stored in the cache\n", T.model.records,
+                   T.model.tasks);
+        else
+            printf("cost model not stored: %s\n", why);
+    } else {
+        printf("cost model not stored\n");
+    }
+    fclose(T.rf);
+    free(T.recs);
+    free(tasks);
+    dop_context_destroy(ctx);
+    return rc;
+}
