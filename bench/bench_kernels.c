@@ -446,19 +446,24 @@ int main(int argc, char **argv)
                b->segs, c->max_rank, b->dyn_w, b->dyn_c, b->st_w, b->st_c, b->or_w, b->or_c, hbm, lf, fl / b->dyn_w,
                b->st_w / b->dyn_w, b->dyn_w / b->or_w, b->dyn_name, b->failed ? "  VERIFY-FAILED" : "");
         fflush(stdout);
-        if (jf)
+        if (jf) {
+            char v[9][32];
+            const double nums[9] = {b->dyn_w, b->dyn_c, b->st_w, b->st_c, b->or_w, b->or_c, b->or_rec, hbm,
+                                    fl / b->dyn_w};
+            for (int j = 0; j < 9; ++j) /* JSON has no NaN: a missing time is null */
+                snprintf(v[j], sizeof v[j], isfinite(nums[j]) ? "%.4f" : "null", nums[j]);
             fprintf(jf,
                     "{\"gpu\":\"%s\",\"driver\":%d,\"dop\":\"%s\",\"date\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\","
-                    "\"rows\":%d,\"segments\":%d,\"rank\":%d,\"d_in\":%d,\"d_out\":%d,\"dyn_warm_us\":%.3f,"
-                    "\"dyn_cold_us\":%.3f,\"static_warm_us\":%.3f,\"static_cold_us\":%.3f,\"oracle_warm_us\":%.3f,"
-                    "\"oracle_cold_us\":%.3f,\"oracle_record_us\":%.3f,\"hbm_floor_us\":%.3f,"
-                    "\"launch_floor_us\":%.3f,\"efficiency\":%.4f,\"schedule\":\"%s\",\"static\":\"%s\","
+                    "\"rows\":%d,\"segments\":%d,\"rank\":%d,\"d_in\":%d,\"d_out\":%d,\"dyn_warm_us\":%s,"
+                    "\"dyn_cold_us\":%s,\"static_warm_us\":%s,\"static_cold_us\":%s,\"oracle_warm_us\":%s,"
+                    "\"oracle_cold_us\":%s,\"oracle_record_us\":%s,\"hbm_floor_us\":%s,"
+                    "\"launch_floor_us\":%.4f,\"efficiency\":%s,\"schedule\":\"%s\",\"static\":\"%s\","
                     "\"oracle\":\"%s\",\"verified\":%s}\n",
                     ctx->info.name, ctx->info.driver_version, dop_version_string(), date,
                     c->dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", runtime_workload_name(c->workload), c->num_rows,
-                    b->segs, c->max_rank, c->d_in, c->d_out[0], b->dyn_w, b->dyn_c, b->st_w, b->st_c, b->or_w,
-                    b->or_c, b->or_rec, hbm, lf, fl / b->dyn_w, b->dyn_name, stat_name, b->or_name,
-                    verify ? (b->failed ? "false" : "true") : "null");
+                    b->segs, c->max_rank, c->d_in, c->d_out[0], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], lf,
+                    v[8], b->dyn_name, stat_name, b->or_name, verify ? (b->failed ? "false" : "true") : "null");
+        }
     }
     /* summary */
     double *dw = malloc((size_t)ncase * sizeof *dw), *dc = malloc((size_t)ncase * sizeof *dc);
