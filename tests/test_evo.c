@@ -457,8 +457,7 @@ static void test_budget_rounds_eps(void **state)
     assert_true(r.best_cost == m);
     harness_free(&h);
 
-    /* eps 1: no predictions at all are needed for the candidates; eps 0 with a
-     * model: every candidate is the model's */
+    /* eps 1: every candidate is drawn at random, the model is never asked */
     prm.eps = 1.0;
     harness_init(&h, &p, 0.0, 9);
     assert_int_equal(run_logged(&p, &prm, &h, &r), 0);
