@@ -986,7 +986,7 @@ int main(int argc, char **argv)
         printf("# batch 32: dop reaches %.1f%% .. %.1f%% of the base model's tokens/s over the layouts "
                "(target: >= 85%%, i.e. within 15%%)\n",
                b32_min, b32_max);
-    printf("# d(dop,st) = ||h_dop - h_static|| / ||h_dop_or_static - h_base|| after one step from the same state "
+    printf("# d(dop,st) = ||h_dop - h_static|| / ||h_static - h_base|| after one step from the same state "
            "(MISMATCH above %.2g); check: hidden state finite after the timed replays%s\n",
            mismatch, failures ? "; FAILURES above" : "");
 
