@@ -1,0 +1,1019 @@
+/*
+ * bench_textgen (executable dop-textgen) -- decode steps of a Llama-2-7B-shaped
+ * model with multi-LoRA through dop (issue 6; WORKLOADS.md "End to end").
+ *
+ * Model: hidden 4096, intermediate 11008, --layers (32) layers, fp16 (or
+ * --dtype bf16), synthetic weights made on the device by a hash fill (no
+ * network, no model files). Per layer, with the engine-style fused projections:
+ *
+ *   xn  = rmsnorm(h)                         (no learned gain, eps 1e-5)
+ *   qkv = xn @ Wqkv^T                        cuBLAS, [B, 3*4096]
+ *       + LoRA q, k, v                       one dop_lora_apply, 3 slices of 4096
+ *   -- attention is LEFT OUT: the o projection reads the v slice of qkv
+ *      (columns 8192..12287, row stride 12288) as if it were attention's output
+ *   h  += v @ Wo^T                           cuBLAS with beta = 1 (residual add)
+ *       + LoRA o                             dop_lora_apply into h
+ *   xn  = rmsnorm(h)
+ *   gu  = xn @ Wgu^T                         cuBLAS, [B, 2*11008]
+ *       + LoRA gate, up                      one dop_lora_apply, 2 slices of 11008
+ *   act = silu(gu[:, 0:11008]) * gu[:, 11008:22016]
+ *   h  += act @ Wdown^T                      cuBLAS with beta = 1
+ *       + LoRA down                          dop_lora_apply into h
+ *
+ * Not in the step: embedding, attention, rotary, KV cache, final norm, LM head,
+ * sampling. Modes: base (GEMMs and elementwise kernels only), dop (dispatch
+ * picks each call's schedule), static (every LoRA call forced to one schedule,
+ * --static). LoRA: rank --rank (16) on all seven projections, one adapter table
+ * per (layer, projection) with as many adapter slots as the largest batch, the
+ * scale LORA_SCALE. Layouts from runtime_workload_rows (WORKLOADS.md): sorted
+ * ones passed as segments, mixed (25% rows without adapter, shuffled, ranks
+ * 8..rank) as one slot per row; device copies of the layout, so the calls can be
+ * captured. One batch layout serves every layer of the step.
+ *
+ * Timing: one decode step (every layer, everything it enqueues) is captured once
+ * in a CUDA graph per (mode, batch, layout), after eager steps (the context is
+ * created with DOP_CONTEXT_WAIT_FOR_COMPILE, so the eager steps compile and the
+ * graph holds the kernels dispatch chose, not the generic one). Then 5 warm-up
+ * replays and --replays (>= 20) replays enqueued back to back, each bracketed by
+ * its own pair of events; the median replay is the step time; tokens/s = batch /
+ * step time. The base mode does not depend on the layout: it is timed once per
+ * batch. Checks: after the timed replays the hidden state must be finite; then
+ * each mode runs one step from the same initial state, and the report gives
+ * ||dop - static|| / ||dop - base|| (both LoRA paths agree compared with what
+ * LoRA adds).
+ *
+ * dop uses the driver API (runtime_driver table) on the device's primary
+ * context; cuBLAS (CUDA runtime) is bound to the same primary context, which is
+ * checked. Streams, graphs, events, memory and the small kernels all go through
+ * dop's driver table; only cuBLAS and its device binding use the runtime.
+ *
+ *   dop-textgen [--batch-size N | --batches 1,8,16,32,64] [--layouts distinct,uniform,skewed,identical,mixed]
+ *               [--modes base,dop,static] [--rank 16] [--layers 32] [--replays N] [--dtype f16|bf16]
+ *               [--static "split rows=.. warps=.. vec=.. kc=.. splitk=.. cols=.."] [--json FILE]
+ *               [--compile-only]
+ *
+ * --compile-only compiles the small kernels with NVRTC for sm_90 and exits
+ * (works without a GPU).
+ */
+#define _GNU_SOURCE
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels_ref.h"
+#include "runtime_check.h"
+
+/*
+ * The static schedule when --static is not given: the best single static
+ * schedule of the kernel sweep in docs/benchmarks.md (H200, fp16, 4096 -> 4096,
+ * CUDA-core candidates, best geomean over the grid). It was not measured on
+ * 11008-wide shapes or with slices; the lead resets it after sweeping the grid
+ * of this benchmark's shapes.
+ */
+#define BENCH_TEXTGEN_DEFAULT_STATIC "split rows=1 warps=8 vec=8 kc=1024 splitk=4 cols=256"
+
+#define HIDDEN 4096
+#define INTER 11008
+#define MAX_BATCHES 16
+#define LORA_SCALE (1.0f / 16.0f)
+#define RMS_EPS 1e-5f
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)
+#define ES 2 /* bytes per element, fp16 and bf16 */
+#define WARMUP_REPLAYS 5
+
+enum { P_QKV = 0, P_O = 1, P_GU = 2, P_DOWN = 3, NPROJ = 4 };
+enum { MODE_BASE = 0, MODE_DOP = 1, MODE_STATIC = 2, NMODES = 3 };
+
+typedef struct proj_desc {
+    const char *name;
+    int d_in, slices, d_out; /* d_out per slice */
+} proj_desc;
+
+static const proj_desc PROJ[NPROJ] = {
+    {"qkv", HIDDEN, 3, HIDDEN}, {"o", HIDDEN, 1, HIDDEN}, {"gate_up", HIDDEN, 2, INTER}, {"down", INTER, 1, HIDDEN}};
+static const char *const MODE_NAME[NMODES] = {"base", "dop", "static"};
+
+static const runtime_driver *drv;
+
+#define CKB(call)                                                                                                  \
+    do {                                                                                                           \
+        CUresult r_ = (call);                                                                                      \
+        if (r_ != CUDA_SUCCESS) {                                                                                  \
+            char d_[256];                                                                                          \
+            runtime_cu_describe(drv, r_, d_, sizeof d_);                                                           \
+            fprintf(stderr, "dop-textgen: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, d_);                        \
+            exit(1);                                                                                               \
+        }                                                                                                          \
+    } while (0)
+
+#define CKBLAS(call)                                                                                               \
+    do {                                                                                                           \
+        cublasStatus_t s_ = (call);                                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                         \
+            fprintf(stderr, "dop-textgen: %s:%d: %s: %s (%d)\n", __FILE__, __LINE__, #call,                        \
+                    cublasGetStatusString(s_), (int)s_);                                                           \
+            exit(1);                                                                                               \
+        }                                                                                                          \
+    } while (0)
+
+#define CKRT(call)                                                                                                 \
+    do {                                                                                                           \
+        cudaError_t e_ = (call);                                                                                   \
+        if (e_ != cudaSuccess) {                                                                                   \
+            fprintf(stderr, "dop-textgen: %s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorName(e_),   \
+                    cudaGetErrorString(e_));                                                                       \
+            exit(1);                                                                                               \
+        }                                                                                                          \
+    } while (0)
+
+#define CKDOP(ctx, call)                                                                                           \
+    do {                                                                                                           \
+        dop_status d_ = (call);                                                                                    \
+        if (d_ != DOP_OK) {                                                                                        \
+            fprintf(stderr, "dop-textgen: %s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call, dop_status_string(d_),  \
+                    dop_context_error(ctx));                                                                       \
+            exit(1);                                                                                               \
+        }                                                                                                          \
+    } while (0)
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "dop-textgen: out of host memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+/* ---- the small kernels (NVRTC, no toolkit headers) ------------------------------- */
+
+static const char KERNEL_SRC[] =
+    "typedef unsigned short u16;\n"
+    "typedef unsigned long long u64;\n"
+    "__device__ __forceinline__ float to_f(u16 h) {\n"
+    "#if TG_BF16\n"
+    "    return __uint_as_float(((unsigned)h) << 16);\n"
+    "#else\n"
+    "    float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h)); return f;\n"
+    "#endif\n"
+    "}\n"
+    "__device__ __forceinline__ u16 from_f(float f) {\n"
+    "    u16 h;\n"
+    "#if TG_BF16\n"
+    "    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f));\n"
+    "#else\n"
+    "    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f));\n"
+    "#endif\n"
+    "    return h;\n"
+    "}\n"
+    /* p[i] = uniform in [-scale, scale), from a splitmix64 hash of (seed, i) */
+    "extern \"C\" __global__ void tg_fill(u16 *p, u64 n, u64 seed, float scale) {\n"
+    "    u64 step = (u64)gridDim.x * blockDim.x;\n"
+    "    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {\n"
+    "        u64 z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;\n"
+    "        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;\n"
+    "        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;\n"
+    "        z ^= z >> 31;\n"
+    "        float u = (float)(z >> 40) * (1.0f / 16777216.0f);\n"
+    "        p[i] = from_f((2.0f * u - 1.0f) * scale);\n"
+    "    }\n"
+    "}\n"
+    /* y[row] = x[row] / rms(x[row]); one block of 256 threads per row */
+    "extern \"C\" __global__ void __launch_bounds__(256) tg_rmsnorm(const u16 *x, u16 *y, int cols, float eps) {\n"
+    "    __shared__ float part[256];\n"
+    "    const u16 *xr = x + (u64)blockIdx.x * cols;\n"
+    "    u16 *yr = y + (u64)blockIdx.x * cols;\n"
+    "    float s = 0.0f;\n"
+    "    for (int c = threadIdx.x; c < cols; c += 256) { float v = to_f(xr[c]); s += v * v; }\n"
+    "    part[threadIdx.x] = s;\n"
+    "    __syncthreads();\n"
+    "    for (int o = 128; o > 0; o >>= 1) {\n"
+    "        if (threadIdx.x < o) part[threadIdx.x] += part[threadIdx.x + o];\n"
+    "        __syncthreads();\n"
+    "    }\n"
+    "    float r = rsqrtf(part[0] / (float)cols + eps);\n"
+    "    for (int c = threadIdx.x; c < cols; c += 256) yr[c] = from_f(to_f(xr[c]) * r);\n"
+    "}\n"
+    /* act[row, c] = silu(gu[row, c]) * gu[row, inter + c] */
+    "extern \"C\" __global__ void tg_silu_mul(const u16 *gu, u16 *act, int rows, int inter) {\n"
+    "    u64 n = (u64)rows * inter, step = (u64)gridDim.x * blockDim.x;\n"
+    "    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {\n"
+    "        u64 r = i / (u64)inter, c = i % (u64)inter;\n"
+    "        float g = to_f(gu[r * 2 * inter + c]), u = to_f(gu[r * 2 * inter + inter + c]);\n"
+    "        act[i] = from_f(g / (1.0f + __expf(-g)) * u);\n"
+    "    }\n"
+    "}\n";
+
+static const char *const KERNEL_NAMES[] = {"tg_fill", "tg_rmsnorm", "tg_silu_mul"};
+
+/* Compiles the small kernels for one dtype; exits on failure. */
+static void compile_kernels(const runtime_nvrtc *nv, int bf16, int cc_major, int cc_minor, runtime_cubin *out)
+{
+    size_t len = sizeof KERNEL_SRC + 64;
+    char *src = xmalloc(len);
+    snprintf(src, len, "#define TG_BF16 %d\n%s", bf16 ? 1 : 0, KERNEL_SRC);
+    char why[2048];
+    if (runtime_jit_compile(nv, src, cc_major, cc_minor, KERNEL_NAMES, 3, out, why, sizeof why)) {
+        fprintf(stderr, "dop-textgen: compiling the elementwise kernels (%s, sm_%d%d): %s\n", bf16 ? "bf16" : "f16",
+                cc_major, cc_minor, why);
+        exit(1);
+    }
+    free(src);
+}
+
+/* ---- the benchmark's state ------------------------------------------------------- */
+
+typedef struct textgen {
+    dop_context *ctx;
+    CUstream stream;
+    cublasHandle_t blas;
+    dop_dtype dtype;
+    cudaDataType_t cdt;
+    int layers, rank, slots, max_batch;
+    CUdeviceptr wbase;           /* base weights of every layer */
+    size_t wbase_layer;          /* elements per layer */
+    size_t wofs[NPROJ];          /* element offset of each projection's [slices*d_out, d_in] weight */
+    CUdeviceptr wlora;           /* LoRA A and B of every (layer, projection, slot, slice) */
+    dop_adapter_table **tab[2];  /* [set][layer * NPROJ + p]; set 0: every rank = rank, set 1: ranks 8..rank */
+    CUdeviceptr h, h0, xn, qkv, gu, act;
+    CUdeviceptr d_row_slot, d_indptr, d_segslot;
+    CUdeviceptr ws, blas_ws;
+    size_t ws_bytes;
+    CUmodule mod;
+    CUfunction f_fill, f_rmsnorm, f_silu;
+    char sched[NPROJ][128];      /* layer 0's LoRA schedules in the last recorded eager step */
+} textgen;
+
+static void launch_fill(textgen *t, CUdeviceptr p, size_t n, uint64_t seed, float scale)
+{
+    unsigned long long nn = n, sd = seed;
+    void *args[] = {&p, &nn, &sd, &scale};
+    size_t blocks = (n + 255) / 256;
+    unsigned grid = blocks > 8192 ? 8192u : (unsigned)(blocks ? blocks : 1);
+    CKB(drv->fn_cuLaunchKernel(t->f_fill, grid, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
+}
+
+static void launch_rmsnorm(textgen *t, CUdeviceptr x, CUdeviceptr y, int rows)
+{
+    int cols = HIDDEN;
+    float eps = RMS_EPS;
+    void *args[] = {&x, &y, &cols, &eps};
+    CKB(drv->fn_cuLaunchKernel(t->f_rmsnorm, (unsigned)rows, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
+}
+
+static void launch_silu_mul(textgen *t, int rows)
+{
+    int inter = INTER;
+    void *args[] = {&t->gu, &t->act, &rows, &inter};
+    size_t blocks = ((size_t)rows * INTER + 255) / 256;
+    unsigned grid = blocks > 2048 ? 2048u : (unsigned)blocks;
+    CKB(drv->fn_cuLaunchKernel(t->f_silu, grid, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
+}
+
+/* y[B, N] (row stride ldy) = x[B, K] (row stride ldx) @ W^T + beta * y, W [N, K] row-major.
+ * In cuBLAS's column-major terms: y^T = op_T(W') x^T with W' = W^T stored [K, N]. */
+static void gemm(textgen *t, CUdeviceptr W, CUdeviceptr x, int ldx, CUdeviceptr y, int ldy, int N, int K, int B,
+                 float beta)
+{
+    const float one = 1.0f;
+    CKBLAS(cublasGemmEx(t->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, B, K, &one, (const void *)(uintptr_t)W, t->cdt, K,
+                        (const void *)(uintptr_t)x, t->cdt, ldx, &beta, (void *)(uintptr_t)y, t->cdt, ldy,
+                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* y[:, slices] += LoRA_p(x) for layer l through dop, on t->stream. */
+static void lora(textgen *t, int l, int p, int set, const dop_layout *lay, int B, CUdeviceptr x, int64_t ldx,
+                 CUdeviceptr y, int record)
+{
+    const proj_desc *pd = &PROJ[p];
+    dop_lora_shape sh;
+    dop_lora_shape_init(&sh);
+    sh.dtype = t->dtype;
+    sh.num_rows = B;
+    sh.d_in = pd->d_in;
+    sh.num_slices = pd->slices;
+    for (int s = 0; s < pd->slices; ++s)
+        sh.d_out[s] = pd->d_out;
+    sh.max_rank = t->rank;
+    sh.ldx = ldx;
+    dop_weights w;
+    memset(&w, 0, sizeof w);
+    w.table = t->tab[set][l * NPROJ + p];
+    dop_status st = dop_lora_apply(t->ctx, &sh, lay, &w, (const void *)(uintptr_t)x, (void *)(uintptr_t)y,
+                                   (void *)(uintptr_t)t->ws, t->ws_bytes, t->stream);
+    if (st != DOP_OK) {
+        fprintf(stderr, "dop-textgen: dop_lora_apply (layer %d, %s, %d rows): %s: %s\n", l, pd->name, B,
+                dop_status_string(st), dop_context_error(t->ctx));
+        exit(1);
+    }
+    if (record) {
+        search_schedule used;
+        runtime_last_schedule(&used);
+        search_schedule_format(&used, t->sched[p], sizeof t->sched[p]);
+    }
+}
+
+/* Enqueues one decode step (all layers) on t->stream. See the top of the file. */
+static void enqueue_step(textgen *t, int mode, int B, const dop_layout *lay, int set, int record)
+{
+    const int with_lora = mode != MODE_BASE;
+    for (int l = 0; l < t->layers; ++l) {
+        CUdeviceptr W = t->wbase + (CUdeviceptr)((size_t)l * t->wbase_layer * ES);
+        CUdeviceptr v = t->qkv + (CUdeviceptr)(2 * HIDDEN * ES); /* stands in for attention's output */
+        int rec = record && l == 0;
+        launch_rmsnorm(t, t->h, t->xn, B);
+        gemm(t, W + t->wofs[P_QKV] * ES, t->xn, HIDDEN, t->qkv, 3 * HIDDEN, 3 * HIDDEN, HIDDEN, B, 0.0f);
+        if (with_lora)
+            lora(t, l, P_QKV, set, lay, B, t->xn, 0, t->qkv, rec);
+        gemm(t, W + t->wofs[P_O] * ES, v, 3 * HIDDEN, t->h, HIDDEN, HIDDEN, HIDDEN, B, 1.0f);
+        if (with_lora)
+            lora(t, l, P_O, set, lay, B, v, 3 * HIDDEN, t->h, rec);
+        launch_rmsnorm(t, t->h, t->xn, B);
+        gemm(t, W + t->wofs[P_GU] * ES, t->xn, HIDDEN, t->gu, 2 * INTER, 2 * INTER, HIDDEN, B, 0.0f);
+        if (with_lora)
+            lora(t, l, P_GU, set, lay, B, t->xn, 0, t->gu, rec);
+        launch_silu_mul(t, B);
+        gemm(t, W + t->wofs[P_DOWN] * ES, t->act, INTER, t->h, HIDDEN, HIDDEN, INTER, B, 1.0f);
+        if (with_lora)
+            lora(t, l, P_DOWN, set, lay, B, t->act, 0, t->h, rec);
+    }
+}
+
+static CUgraphExec capture_step(textgen *t, int mode, int B, const dop_layout *lay, int set)
+{
+    CUgraph g;
+    CUgraphExec ge;
+    CKB(drv->fn_cuStreamBeginCapture(t->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    enqueue_step(t, mode, B, lay, set, 0); /* exits on any failure */
+    CKB(drv->fn_cuStreamEndCapture(t->stream, &g));
+    CKB(drv->fn_cuGraphInstantiateWithFlags(&ge, g, 0));
+    CKB(drv->fn_cuGraphDestroy(g));
+    return ge;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median time (ms) of `replays` replays of g enqueued back to back, each between
+ * its own two events, after WARMUP_REPLAYS warm-up replays. */
+static double time_graph(textgen *t, CUgraphExec g, int replays)
+{
+    CUevent *ev = xmalloc((size_t)(replays + 1) * sizeof *ev);
+    float *ms = xmalloc((size_t)replays * sizeof *ms);
+    for (int i = 0; i <= replays; ++i)
+        CKB(drv->fn_cuEventCreate(&ev[i], CU_EVENT_DEFAULT));
+    for (int i = 0; i < WARMUP_REPLAYS; ++i)
+        CKB(drv->fn_cuGraphLaunch(g, t->stream));
+    for (int i = 0; i < replays; ++i) {
+        CKB(drv->fn_cuEventRecord(ev[i], t->stream));
+        CKB(drv->fn_cuGraphLaunch(g, t->stream));
+    }
+    CKB(drv->fn_cuEventRecord(ev[replays], t->stream));
+    CKB(drv->fn_cuEventSynchronize(ev[replays]));
+    for (int i = 0; i < replays; ++i)
+        CKB(drv->fn_cuEventElapsedTime(&ms[i], ev[i], ev[i + 1]));
+    qsort(ms, (size_t)replays, sizeof *ms, cmp_float);
+    double med = replays % 2 ? ms[replays / 2] : 0.5 * ((double)ms[replays / 2 - 1] + ms[replays / 2]);
+    for (int i = 0; i <= replays; ++i)
+        CKB(drv->fn_cuEventDestroy(ev[i]));
+    free(ev);
+    free(ms);
+    return med;
+}
+
+/* Copies h (B rows) to host floats; returns the number of non-finite entries. */
+static long long read_hidden(textgen *t, int B, float *out, uint16_t *tmp)
+{
+    size_t n = (size_t)B * HIDDEN;
+    CKB(drv->fn_cuStreamSynchronize(t->stream));
+    CKB(drv->fn_cuMemcpyDtoH(tmp, t->h, n * ES));
+    long long bad = 0;
+    int bf16 = t->dtype == DOP_DTYPE_BF16;
+    for (size_t i = 0; i < n; ++i) {
+        out[i] = kref_to_f32(bf16, tmp[i]);
+        if (!isfinite(out[i]))
+            ++bad;
+    }
+    return bad;
+}
+
+static void reset_hidden(textgen *t, int B)
+{
+    CKB(drv->fn_cuMemcpyDtoDAsync(t->h, t->h0, (size_t)B * HIDDEN * ES, t->stream));
+}
+
+/* ||a - b|| / ||c - b|| over n entries (NAN when the denominator is 0). */
+static double rel_diff(const float *a, const float *b, const float *c, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) {
+        double d = (double)a[i] - b[i], e = (double)c[i] - b[i];
+        num += d * d;
+        den += e * e;
+    }
+    return den > 0 ? sqrt(num / den) : NAN;
+}
+
+/* ---- layouts --------------------------------------------------------------------- */
+
+typedef struct layout_buf {
+    dop_layout lay;
+    int32_t *row_slot, *indptr, *segslot;
+    int segs, set;
+} layout_buf;
+
+static void make_layout(textgen *t, int wl, int B, uint64_t seed, layout_buf *lb)
+{
+    uint64_t rng = seed * 0x2545f4914f6cdd1dull + 1;
+    int used = runtime_workload_rows((runtime_workload)wl, B, &rng, lb->row_slot);
+    if (used > t->slots) {
+        fprintf(stderr, "dop-textgen: layout %s at %d rows uses %d adapters, more than the %d slots\n",
+                runtime_workload_name((runtime_workload)wl), B, used, t->slots);
+        exit(1);
+    }
+    runtime_layout_summary sum;
+    runtime_summarize_rows(lb->row_slot, B, &sum);
+    lb->segs = sum.groups;
+    memset(&lb->lay, 0, sizeof lb->lay);
+    /* the previous graphs that read the device arrays have finished */
+    CKB(drv->fn_cuStreamSynchronize(t->stream));
+    if (wl == RUNTIME_WL_MIXED) { /* unsorted, rows without adapter: one slot per row */
+        lb->set = 1;
+        lb->lay.kind = DOP_LAYOUT_ROWS;
+        lb->lay.row_slot = lb->row_slot;
+        lb->lay.dev_row_slot = (const int32_t *)(uintptr_t)t->d_row_slot;
+        CKB(drv->fn_cuMemcpyHtoD(t->d_row_slot, lb->row_slot, (size_t)B * sizeof(int32_t)));
+    } else { /* sorted: runs of one slot are segments */
+        int n = 0;
+        lb->indptr[0] = 0;
+        for (int i = 0; i < B;) {
+            int j = i;
+            while (j < B && lb->row_slot[j] == lb->row_slot[i])
+                ++j;
+            lb->segslot[n] = lb->row_slot[i];
+            lb->indptr[++n] = j;
+            i = j;
+        }
+        lb->set = 0;
+        lb->lay.kind = DOP_LAYOUT_SEGMENTS;
+        lb->lay.num_segments = n;
+        lb->lay.seg_indptr = lb->indptr;
+        lb->lay.seg_slot = lb->segslot;
+        lb->lay.dev_seg_indptr = (const int32_t *)(uintptr_t)t->d_indptr;
+        lb->lay.dev_seg_slot = (const int32_t *)(uintptr_t)t->d_segslot;
+        CKB(drv->fn_cuMemcpyHtoD(t->d_indptr, lb->indptr, (size_t)(n + 1) * sizeof(int32_t)));
+        CKB(drv->fn_cuMemcpyHtoD(t->d_segslot, lb->segslot, (size_t)n * sizeof(int32_t)));
+    }
+    /* pageable copies on the legacy stream: make sure they landed before t->stream reads them */
+    CKB(drv->fn_cuCtxSynchronize());
+}
+
+/* ---- setup ----------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Rank of a slot in the mixed layout's tables: 8, 16, .. up to rank (1..rank below 8). */
+static int mixed_rank(int slot, int rank)
+{
+    uint64_t z = mix64(0x5eed0000u + (uint64_t)slot);
+    if (rank < 8)
+        return 1 + (int)(z % (uint64_t)rank);
+    return 8 * (1 + (int)(z % (uint64_t)(rank / 8)));
+}
+
+static CUdeviceptr dalloc(size_t bytes, const char *what)
+{
+    CUdeviceptr p;
+    CUresult r = drv->fn_cuMemAlloc(&p, bytes ? bytes : 256);
+    if (r != CUDA_SUCCESS) {
+        char d[256];
+        runtime_cu_describe(drv, r, d, sizeof d);
+        fprintf(stderr, "dop-textgen: allocating %s (%.2f GB): %s\n", what, (double)bytes / 1e9, d);
+        exit(1);
+    }
+    return p;
+}
+
+/* Base weights always; LoRA weights and tables when a LoRA mode runs (nsets 1, or 2 with the mixed layout). */
+static void setup_weights(textgen *t, int nsets)
+{
+    /* base: per layer Wqkv [3H, H] | Wo [H, H] | Wgu [2I, H] | Wdown [H, I] */
+    size_t off = 0;
+    for (int p = 0; p < NPROJ; ++p) {
+        t->wofs[p] = off;
+        off += (size_t)PROJ[p].slices * PROJ[p].d_out * PROJ[p].d_in;
+    }
+    t->wbase_layer = off;
+    size_t base_bytes = (size_t)t->layers * off * ES;
+    /* LoRA: per (layer, projection) all A [slot][slice][rank][d_in], then all B [slot][slice][d_out][rank] */
+    size_t lora_elems = 0;
+    for (int p = 0; p < NPROJ; ++p)
+        lora_elems += (size_t)t->slots * PROJ[p].slices * t->rank * (PROJ[p].d_in + PROJ[p].d_out);
+    size_t lora_bytes = nsets ? (size_t)t->layers * lora_elems * ES : 0;
+    printf("# weights: base %.2f GB, LoRA %.2f GB (%d adapter slots x %d layers x 7 projections, rank %d)\n",
+           (double)base_bytes / 1e9, (double)lora_bytes / 1e9, t->slots, t->layers, t->rank);
+    fflush(stdout);
+    t->wbase = dalloc(base_bytes, "base weights");
+    if (nsets)
+        t->wlora = dalloc(lora_bytes, "LoRA weights");
+
+    /* Base weights U(-s, s), s = sqrt(3 / d_in): unit-variance outputs for unit-RMS inputs; o and down
+     * (the residual branches) are scaled by 1 / sqrt(2 * layers) so h stays bounded. */
+    for (int l = 0; l < t->layers; ++l)
+        for (int p = 0; p < NPROJ; ++p) {
+            const proj_desc *pd = &PROJ[p];
+            float s = sqrtf(3.0f / (float)pd->d_in);
+            if (p == P_O || p == P_DOWN)
+                s /= sqrtf(2.0f * (float)t->layers);
+            launch_fill(t, t->wbase + (CUdeviceptr)(((size_t)l * t->wbase_layer + t->wofs[p]) * ES),
+                        (size_t)pd->slices * pd->d_out * pd->d_in, mix64(((uint64_t)l << 8) | (uint64_t)p), s);
+        }
+
+    /* LoRA A U(-sqrt(3/d_in), ..), B U(-sqrt(3/rank), ..), scale LORA_SCALE. */
+    for (int set = 0; set < 2; ++set)
+        t->tab[set] = calloc((size_t)t->layers * NPROJ, sizeof *t->tab[set]);
+    if (!t->tab[0] || !t->tab[1]) {
+        fprintf(stderr, "dop-textgen: out of host memory\n");
+        exit(1);
+    }
+    dop_lora_adapter *ent = xmalloc((size_t)t->slots * DOP_MAX_SLICES * sizeof *ent);
+    size_t loff = 0;
+    for (int l = 0; l < t->layers && nsets; ++l)
+        for (int p = 0; p < NPROJ; ++p) {
+            const proj_desc *pd = &PROJ[p];
+            size_t nent = (size_t)t->slots * pd->slices;
+            size_t a_elems = nent * t->rank * pd->d_in, b_elems = nent * pd->d_out * t->rank;
+            CUdeviceptr A0 = t->wlora + (CUdeviceptr)(loff * ES), B0 = A0 + (CUdeviceptr)(a_elems * ES);
+            launch_fill(t, A0, a_elems, mix64(0xA000000ull + ((uint64_t)l << 8) + (uint64_t)p),
+                        sqrtf(3.0f / (float)pd->d_in));
+            launch_fill(t, B0, b_elems, mix64(0xB000000ull + ((uint64_t)l << 8) + (uint64_t)p),
+                        sqrtf(3.0f / (float)t->rank));
+            loff += a_elems + b_elems;
+            for (int set = 0; set < nsets; ++set) {
+                for (size_t e = 0; e < nent; ++e) {
+                    int slot = (int)(e / (size_t)pd->slices);
+                    /* a smaller rank reads the first rank*d_in of A and the first d_out*rank of B */
+                    ent[e].A = (const void *)(uintptr_t)(A0 + (CUdeviceptr)(e * t->rank * pd->d_in * ES));
+                    ent[e].B = (const void *)(uintptr_t)(B0 + (CUdeviceptr)(e * pd->d_out * t->rank * ES));
+                    ent[e].rank = set ? mixed_rank(slot, t->rank) : t->rank;
+                    ent[e].scale = LORA_SCALE;
+                }
+                CKDOP(t->ctx, dop_adapter_table_create(t->ctx, t->slots, pd->slices, ent,
+                                                       &t->tab[set][l * NPROJ + p]));
+            }
+        }
+    free(ent);
+    CKB(drv->fn_cuStreamSynchronize(t->stream));
+}
+
+static void setup_buffers(textgen *t, const int *batches, int nb)
+{
+    size_t mb = (size_t)t->max_batch;
+    t->h = dalloc(mb * HIDDEN * ES, "h");
+    t->h0 = dalloc(mb * HIDDEN * ES, "h0");
+    t->xn = dalloc(mb * HIDDEN * ES, "xn");
+    t->qkv = dalloc(mb * 3 * HIDDEN * ES, "qkv");
+    t->gu = dalloc(mb * 2 * INTER * ES, "gate_up");
+    t->act = dalloc(mb * INTER * ES, "act");
+    t->d_row_slot = dalloc(mb * sizeof(int32_t), "row slots");
+    t->d_indptr = dalloc((mb + 1) * sizeof(int32_t), "segment offsets");
+    t->d_segslot = dalloc(mb * sizeof(int32_t), "segment slots");
+    /* one workspace serves every call: the calls run one after another on one stream */
+    t->ws_bytes = 0;
+    for (int i = 0; i < nb; ++i)
+        for (int p = 0; p < NPROJ; ++p) {
+            dop_lora_shape sh;
+            dop_lora_shape_init(&sh);
+            sh.dtype = t->dtype;
+            sh.num_rows = batches[i];
+            sh.d_in = PROJ[p].d_in;
+            sh.num_slices = PROJ[p].slices;
+            for (int s = 0; s < PROJ[p].slices; ++s)
+                sh.d_out[s] = PROJ[p].d_out;
+            sh.max_rank = t->rank;
+            if (p == P_O)
+                sh.ldx = 3 * HIDDEN;
+            size_t b;
+            CKDOP(t->ctx, dop_lora_workspace_size(t->ctx, &sh, 0, &b));
+            if (b > t->ws_bytes)
+                t->ws_bytes = b;
+        }
+    t->ws = dalloc(t->ws_bytes, "dop workspace");
+    t->blas_ws = dalloc(CUBLAS_WS_BYTES, "cuBLAS workspace");
+}
+
+/* ---- command line ---------------------------------------------------------------- */
+
+static int parse_ints(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 4096 || n == max || (*end && *end != ','))
+            return -1;
+        out[n++] = (int)v;
+        s = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: dop-textgen [--batch-size N | --batches 1,8,16,32,64]\n"
+                    "                   [--layouts distinct,uniform,skewed,identical,mixed] [--modes base,dop,static]\n"
+                    "                   [--rank 16] [--layers 32] [--replays N (>= 20)] [--dtype f16|bf16]\n"
+                    "                   [--static \"split rows=1 warps=8 vec=8 kc=1024 splitk=4 cols=256\"]\n"
+                    "                   [--json FILE] [--compile-only]\n"
+                    "See the top of bench/bench_textgen.c and docs/benchmarks.md.\n");
+}
+
+/* fmt is " %*.Nf" with an optional one-character suffix ("%%" or "x"); NAN prints "-" in the same width. */
+static void print_num(double v, const char *fmt, int width)
+{
+    size_t len = strlen(fmt);
+    int suffix = len > 0 && (fmt[len - 1] == 'x' || fmt[len - 1] == '%');
+    if (isnan(v))
+        printf(" %*s", width + suffix, "-");
+    else
+        printf(fmt, width, v);
+}
+
+static void json_num(FILE *f, const char *key, double v)
+{
+    if (isnan(v))
+        fprintf(f, ",\"%s\":null", key);
+    else
+        fprintf(f, ",\"%s\":%.6g", key, v);
+}
+
+int main(int argc, char **argv)
+{
+    int batches[MAX_BATCHES] = {1, 8, 16, 32, 64}, nb = 5;
+    int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nl = 5;
+    int modes[NMODES] = {1, 1, 1};
+    int rank = 16, layers = 32, replays = 50, compile_only = 0;
+    dop_dtype dtype = DOP_DTYPE_F16;
+    const char *json = NULL, *static_text = BENCH_TEXTGEN_DEFAULT_STATIC;
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--compile-only")) {
+            compile_only = 1;
+            continue;
+        }
+        if (!v) {
+            usage();
+            return 2;
+        }
+        ++i;
+        if (!strcmp(a, "--batch-size") || !strcmp(a, "--batches")) {
+            if ((nb = parse_ints(v, batches, MAX_BATCHES)) <= 0 || (!strcmp(a, "--batch-size") && nb != 1)) {
+                fprintf(stderr, "dop-textgen: bad %s '%s' (1..4096, at most %d values)\n", a, v, MAX_BATCHES);
+                return 2;
+            }
+        } else if (!strcmp(a, "--layouts")) {
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            nl = 0;
+            for (char *tk = strtok(buf, ","); tk; tk = strtok(NULL, ",")) {
+                int w = runtime_workload_parse(tk);
+                if (w < 0 || nl == RUNTIME_WL_COUNT) {
+                    fprintf(stderr, "dop-textgen: unknown or repeated layout '%s'\n", tk);
+                    return 2;
+                }
+                layouts[nl++] = w;
+            }
+            if (!nl) {
+                usage();
+                return 2;
+            }
+        } else if (!strcmp(a, "--modes")) {
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            memset(modes, 0, sizeof modes);
+            for (char *tk = strtok(buf, ","); tk; tk = strtok(NULL, ",")) {
+                int m = -1;
+                for (int k = 0; k < NMODES; ++k)
+                    if (!strcmp(tk, MODE_NAME[k]))
+                        m = k;
+                if (m < 0) {
+                    fprintf(stderr, "dop-textgen: unknown mode '%s' (base, dop, static)\n", tk);
+                    return 2;
+                }
+                modes[m] = 1;
+            }
+        } else if (!strcmp(a, "--rank")) {
+            rank = atoi(v);
+        } else if (!strcmp(a, "--layers")) {
+            layers = atoi(v);
+        } else if (!strcmp(a, "--replays")) {
+            replays = atoi(v);
+        } else if (!strcmp(a, "--dtype")) {
+            if (strcmp(v, "f16") && strcmp(v, "bf16")) {
+                fprintf(stderr, "dop-textgen: --dtype f16 or bf16\n");
+                return 2;
+            }
+            dtype = !strcmp(v, "bf16") ? DOP_DTYPE_BF16 : DOP_DTYPE_F16;
+        } else if (!strcmp(a, "--static")) {
+            static_text = v;
+        } else if (!strcmp(a, "--json")) {
+            json = v;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (rank < 1 || rank > DOP_MAX_RANK || layers < 1 || layers > 1024) {
+        fprintf(stderr, "dop-textgen: --rank must be 1..%d and --layers 1..1024\n", DOP_MAX_RANK);
+        return 2;
+    }
+    if (replays < 20) /* at least 20 samples; at most 1000, so the growing residual stream stays far from fp16's range */
+        replays = 20;
+    if (replays > 1000)
+        replays = 1000;
+    search_schedule forced;
+    if (search_schedule_parse(static_text, &forced)) {
+        fprintf(stderr, "dop-textgen: bad --static '%s'\n", static_text);
+        return 2;
+    }
+    {
+        char why[256];
+        if (modes[MODE_STATIC] && !search_schedule_legal(&forced, rank, why, sizeof why)) {
+            fprintf(stderr, "dop-textgen: --static '%s' is illegal at rank %d: %s\n", static_text, rank, why);
+            return 2;
+        }
+    }
+
+    if (compile_only) {
+        char why[512];
+        const runtime_nvrtc *nv = runtime_nvrtc_load(why, sizeof why);
+        if (!nv) {
+            fprintf(stderr, "dop-textgen: NVRTC: %s\n", why);
+            return 1;
+        }
+        for (int bf = 0; bf < 2; ++bf) {
+            runtime_cubin cub;
+            compile_kernels(nv, bf, 9, 0, &cub);
+            printf("%s: %zu-byte cubin for sm_90;", bf ? "bf16" : "f16", cub.size);
+            for (int k = 0; k < cub.num_entries; ++k)
+                printf(" %s %d registers, %d spill stores;", cub.entries[k].name, cub.entries[k].registers,
+                       cub.entries[k].spill_stores);
+            printf("\n");
+            runtime_cubin_free(&cub);
+        }
+        return 0;
+    }
+
+    textgen T;
+    memset(&T, 0, sizeof T);
+    textgen *t = &T;
+    t->dtype = dtype;
+    t->cdt = dtype == DOP_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    t->layers = layers;
+    t->rank = rank;
+    t->max_batch = 0;
+    for (int i = 0; i < nb; ++i)
+        if (batches[i] > t->max_batch)
+            t->max_batch = batches[i];
+    t->slots = t->max_batch; /* distinct needs one adapter per row */
+    int need_mixed = 0, need_lora = modes[MODE_DOP] || modes[MODE_STATIC];
+    for (int i = 0; i < nl; ++i)
+        need_mixed |= layouts[i] == RUNTIME_WL_MIXED;
+
+    /* dop first: it retains the primary context; every call waits for its kernel's compile */
+    dop_context_options opt;
+    dop_context_options_init(&opt);
+    opt.flags |= DOP_CONTEXT_WAIT_FOR_COMPILE;
+    if (dop_context_create(&opt, &t->ctx) != DOP_OK) {
+        fprintf(stderr, "dop-textgen: dop_context_create: %s\n", dop_context_error(NULL));
+        return 1;
+    }
+    dop_device_info info;
+    CKDOP(t->ctx, dop_context_device_info(t->ctx, &info));
+    drv = t->ctx->drv;
+    bool pushed;
+    CKDOP(t->ctx, runtime_enter(t->ctx, &pushed));
+    /* the CUDA runtime (cuBLAS) must run on the same primary context */
+    CKRT(cudaSetDevice(info.ordinal));
+    CKRT(cudaFree(NULL));
+    {
+        CUcontext cur = NULL;
+        CKB(drv->fn_cuCtxGetCurrent(&cur));
+        if (cur != t->ctx->cuctx) {
+            fprintf(stderr, "dop-textgen: the CUDA runtime's context is not dop's primary context\n");
+            return 1;
+        }
+    }
+    CKB(drv->fn_cuStreamCreate(&t->stream, CU_STREAM_NON_BLOCKING));
+    CKBLAS(cublasCreate(&t->blas));
+
+    runtime_cubin cub;
+    compile_kernels(t->ctx->nvrtc, dtype == DOP_DTYPE_BF16, info.cc_major, info.cc_minor, &cub);
+    CKB(drv->fn_cuModuleLoadData(&t->mod, cub.data));
+    runtime_cubin_free(&cub);
+    CKB(drv->fn_cuModuleGetFunction(&t->f_fill, t->mod, "tg_fill"));
+    CKB(drv->fn_cuModuleGetFunction(&t->f_rmsnorm, t->mod, "tg_rmsnorm"));
+    CKB(drv->fn_cuModuleGetFunction(&t->f_silu, t->mod, "tg_silu_mul"));
+
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    char static_name[128];
+    search_schedule_format(&forced, static_name, sizeof static_name);
+    printf("# dop-textgen: dop %s, %s (sm_%d%d, %d SMs), driver %d, %s\n", dop_version_string(), info.name,
+           info.cc_major, info.cc_minor, info.sm_count, info.driver_version, date);
+    printf("# Llama-2-7B-shaped decode step: %d layers, hidden %d, intermediate %d, %s, LoRA rank %d on q,k,v,o,gate,up,"
+           "down (scale %.4g)\n",
+           layers, HIDDEN, INTER, dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", rank, (double)LORA_SCALE);
+    printf("# timed: one CUDA graph per step = per layer rmsnorm, qkv GEMM (+LoRA 3 slices), o GEMM with residual "
+           "(+LoRA), rmsnorm, gate_up GEMM (+LoRA 2 slices), silu*up, down GEMM with residual (+LoRA); GEMMs cuBLAS\n");
+    printf("# attention left out (o reads the v slice of qkv); no embedding, LM head or sampling; median of %d "
+           "replays\n",
+           replays);
+    printf("# static schedule: [%s]\n", static_name);
+
+    setup_weights(t, need_lora ? 1 + need_mixed : 0);
+    setup_buffers(t, batches, nb);
+    /* cublasSetStream resets the workspace: set the stream first */
+    CKBLAS(cublasSetStream(t->blas, (cudaStream_t)t->stream));
+    CKBLAS(cublasSetWorkspace(t->blas, (void *)(uintptr_t)t->blas_ws, CUBLAS_WS_BYTES));
+
+    FILE *jf = NULL;
+    if (json && !(jf = fopen(json, "w"))) {
+        fprintf(stderr, "dop-textgen: cannot write %s\n", json);
+        return 1;
+    }
+    layout_buf lb;
+    lb.row_slot = xmalloc((size_t)t->max_batch * sizeof(int32_t));
+    lb.indptr = xmalloc(((size_t)t->max_batch + 1) * sizeof(int32_t));
+    lb.segslot = xmalloc((size_t)t->max_batch * sizeof(int32_t));
+    size_t hn = (size_t)t->max_batch * HIDDEN;
+    uint16_t *tmp = xmalloc(hn * ES);
+    float *out[NMODES], *after = xmalloc(hn * sizeof(float));
+    for (int m = 0; m < NMODES; ++m)
+        out[m] = xmalloc(hn * sizeof(float));
+
+    printf("%5s %-9s %4s %9s %9s %9s %10s %10s %10s %8s %9s %10s %10s  %s\n", "batch", "layout", "segs", "base_ms",
+           "dop_ms", "static_ms", "base_tok/s", "dop_tok/s", "stat_tok/s", "dop/base", "dop/stat", "d(dop,st)",
+           "check", "dop schedules: qkv | o | gate_up | down");
+    fflush(stdout);
+    int failures = 0;
+    /* d(dop,st) above this: the two LoRA paths disagree by more than rounding explains (bf16 rounds 8x coarser) */
+    const double mismatch = dtype == DOP_DTYPE_BF16 ? 0.25 : 0.1;
+    double b32_min = INFINITY, b32_max = -INFINITY;
+    for (int bi = 0; bi < nb; ++bi) {
+        const int B = batches[bi];
+        launch_fill(t, t->h0, (size_t)B * HIDDEN, mix64(0x40000000ull + (uint64_t)B), 1.0f);
+        CKB(drv->fn_cuStreamSynchronize(t->stream));
+        double base_ms = NAN;
+        long long base_bad = 0;
+        if (modes[MODE_BASE]) {
+            reset_hidden(t, B);
+            for (int k = 0; k < 2; ++k)
+                enqueue_step(t, MODE_BASE, B, NULL, 0, 0);
+            CKB(drv->fn_cuStreamSynchronize(t->stream));
+            CUgraphExec g = capture_step(t, MODE_BASE, B, NULL, 0);
+            base_ms = time_graph(t, g, replays);
+            base_bad = read_hidden(t, B, after, tmp);
+            reset_hidden(t, B);
+            CKB(drv->fn_cuGraphLaunch(g, t->stream));
+            read_hidden(t, B, out[MODE_BASE], tmp);
+            CKB(drv->fn_cuGraphExecDestroy(g));
+        }
+        for (int li = 0; li < nl; ++li) {
+            const int wl = layouts[li];
+            make_layout(t, wl, B, 1000 + (uint64_t)B * 16 + (uint64_t)wl, &lb);
+            double ms[NMODES] = {base_ms, NAN, NAN};
+            long long bad = base_bad;
+            char scheds[NMODES][1536]; /* 4 schedules of < 128 characters; roomy for -Wformat-truncation */
+            memset(scheds, 0, sizeof scheds);
+            for (int m = MODE_DOP; m < NMODES; ++m) {
+                if (!modes[m])
+                    continue;
+                runtime_force_schedule(m == MODE_STATIC ? &forced : NULL);
+                reset_hidden(t, B);
+                /* eager steps: the first compiles (and waits for) every kernel the step needs */
+                for (int k = 0; k < 2; ++k)
+                    enqueue_step(t, m, B, &lb.lay, lb.set, k == 1);
+                CKB(drv->fn_cuStreamSynchronize(t->stream));
+                snprintf(scheds[m], sizeof scheds[m], "%s | %s | %s | %s", t->sched[0], t->sched[1], t->sched[2],
+                         t->sched[3]);
+                dop_context_stats s0, s1;
+                CKDOP(t->ctx, dop_context_get_stats(t->ctx, &s0));
+                CUgraphExec g = capture_step(t, m, B, &lb.lay, lb.set);
+                CKDOP(t->ctx, dop_context_get_stats(t->ctx, &s1));
+                runtime_force_schedule(NULL);
+                if (s1.generic_calls != s0.generic_calls)
+                    fprintf(stderr, "dop-textgen: warning: %s graph (batch %d, %s) holds %llu generic-kernel calls\n",
+                            MODE_NAME[m], B, runtime_workload_name((runtime_workload)wl),
+                            (unsigned long long)(s1.generic_calls - s0.generic_calls));
+                ms[m] = time_graph(t, g, replays);
+                bad += read_hidden(t, B, after, tmp);
+                reset_hidden(t, B);
+                CKB(drv->fn_cuGraphLaunch(g, t->stream));
+                bad += read_hidden(t, B, out[m], tmp);
+                CKB(drv->fn_cuGraphExecDestroy(g));
+            }
+            size_t n = (size_t)B * HIDDEN;
+            /* how far the two LoRA paths are apart, relative to what LoRA adds to the base model */
+            double d_ds = modes[MODE_DOP] && modes[MODE_STATIC] && modes[MODE_BASE]
+                              ? rel_diff(out[MODE_DOP], out[MODE_STATIC], out[MODE_BASE], n)
+                              : NAN;
+            const char *check = bad ? "NONFINITE" : (d_ds > mismatch || (isnan(d_ds) && modes[MODE_DOP] &&
+                                                                     modes[MODE_STATIC] && modes[MODE_BASE]))
+                                                        ? "MISMATCH"
+                                                        : "finite";
+            if (strcmp(check, "finite"))
+                failures++;
+            double tok[NMODES];
+            for (int m = 0; m < NMODES; ++m)
+                tok[m] = B / (ms[m] * 1e-3);
+            double dop_base = tok[MODE_DOP] / tok[MODE_BASE] * 100.0, dop_stat = ms[MODE_STATIC] / ms[MODE_DOP];
+            if (B == 32 && !isnan(dop_base)) {
+                b32_min = fmin(b32_min, dop_base);
+                b32_max = fmax(b32_max, dop_base);
+            }
+            printf("%5d %-9s %4d", B, runtime_workload_name((runtime_workload)wl), lb.segs);
+            print_num(ms[MODE_BASE], " %*.3f", 9);
+            print_num(ms[MODE_DOP], " %*.3f", 9);
+            print_num(ms[MODE_STATIC], " %*.3f", 9);
+            print_num(tok[MODE_BASE], " %*.0f", 10);
+            print_num(tok[MODE_DOP], " %*.0f", 10);
+            print_num(tok[MODE_STATIC], " %*.0f", 10);
+            print_num(dop_base, " %*.1f%%", 7);
+            print_num(dop_stat, " %*.2fx", 8);
+            print_num(d_ds, " %*.4f", 10);
+            printf(" %10s  %s\n", check, scheds[MODE_DOP]);
+            fflush(stdout);
+            if (jf) {
+                fprintf(jf,
+                        "{\"bench\":\"textgen\",\"gpu\":\"%s\",\"driver\":%d,\"dop\":\"%s\",\"date\":\"%s\","
+                        "\"dtype\":\"%s\",\"layers\":%d,\"hidden\":%d,\"intermediate\":%d,\"rank\":%d,"
+                        "\"batch\":%d,\"layout\":\"%s\",\"segments\":%d,\"replays\":%d,\"attention\":\"left out\"",
+                        info.name, info.driver_version, dop_version_string(), date,
+                        dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", layers, HIDDEN, INTER, rank, B,
+                        runtime_workload_name((runtime_workload)wl), lb.segs, replays);
+                json_num(jf, "base_ms", ms[MODE_BASE]);
+                json_num(jf, "dop_ms", ms[MODE_DOP]);
+                json_num(jf, "static_ms", ms[MODE_STATIC]);
+                json_num(jf, "base_tok_s", tok[MODE_BASE]);
+                json_num(jf, "dop_tok_s", tok[MODE_DOP]);
+                json_num(jf, "static_tok_s", tok[MODE_STATIC]);
+                json_num(jf, "dop_over_base_pct", dop_base);
+                json_num(jf, "dop_speedup_over_static", dop_stat);
+                json_num(jf, "diff_dop_static_rel_lora", d_ds);
+                fprintf(jf, ",\"check\":\"%s\",\"static_schedule\":\"%s\",\"dop_schedules\":\"%s\"}\n", check,
+                        static_name, scheds[MODE_DOP]);
+                fflush(jf);
+            }
+        }
+    }
+    if (b32_min <= b32_max)
+        printf("# batch 32: dop reaches %.1f%% .. %.1f%% of the base model's tokens/s over the layouts "
+               "(target: >= 85%%, i.e. within 15%%)\n",
+               b32_min, b32_max);
+    printf("# d(dop,st) = ||h_dop - h_static|| / ||h_static - h_base|| after one step from the same state "
+           "(MISMATCH above %.2g); check: hidden state finite after the timed replays%s\n",
+           mismatch, failures ? "; FAILURES above" : "");
+
+    if (jf)
+        fclose(jf);
+    free(lb.row_slot);
+    free(lb.indptr);
+    free(lb.segslot);
+    free(tmp);
+    free(after);
+    for (int m = 0; m < NMODES; ++m)
+        free(out[m]);
+    CKB(drv->fn_cuStreamSynchronize(t->stream));
+    for (int set = 0; set < 2; ++set) {
+        for (int i = 0; i < t->layers * NPROJ; ++i)
+            dop_adapter_table_destroy(t->tab[set][i]);
+        free(t->tab[set]);
+    }
+    CKBLAS(cublasDestroy(t->blas));
+    CUdeviceptr bufs[] = {t->wbase, t->wlora, t->h,        t->h0,       t->xn,        t->qkv, t->gu,
+                          t->act,   t->ws,    t->blas_ws, t->d_row_slot, t->d_indptr, t->d_segslot};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
+        if (bufs[i])
+            CKB(drv->fn_cuMemFree(bufs[i]));
+    CKB(drv->fn_cuModuleUnload(t->mod));
+    CKB(drv->fn_cuStreamDestroy(t->stream));
+    runtime_leave(t->ctx, pushed);
+    dop_context_destroy(t->ctx);
+    return failures ? 1 : 0;
+}
