@@ -447,6 +447,9 @@ dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd)
     bool pushed;
     if ((st = runtime_enter(ctx, &pushed)) != DOP_OK)
         return st;
+    /* the copy below is ordered on the legacy stream only: earlier calls on the case's
+     * non-blocking stream must be done before y is rewritten under them */
+    CK(d->fn_cuStreamSynchronize(cd->stream));
     CK(d->fn_cuMemcpyHtoD(cd->dy, cd->y0, (size_t)cd->c.num_rows * cd->dout_total * 2));
     if (cd->dv)
         CK(d->fn_cuMemcpyHtoD(cd->dv, cd->vf, (size_t)cd->c.num_rows * cd->ldv * sizeof *cd->vf));

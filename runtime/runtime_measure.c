@@ -265,6 +265,7 @@ dop_status runtime_bench_measure(dop_context *ctx, runtime_bench *b, const searc
             snprintf(m->message, sizeof m->message, "%s", dop_context_error(ctx));
             goto out;
         }
+        runtime_last_schedule(&m->used);
         CUresult r = d->fn_cuStreamSynchronize((CUstream)runtime_case_stream(cd));
         if (r != CUDA_SUCCESS) { /* a fault: the context is lost, nothing more can run */
             m->error_no = SEARCH_ERR_DEVICE;
