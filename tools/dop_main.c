@@ -11,6 +11,7 @@
  *                                 CPU reference on the workload grid
  *   dop selftest                  `check --quick` with a GPU, `jit --gpu h200` without
  *   dop cache ...                 the persistent cache (tools/dop_cache_cmd.c)
+ *   dop costmodel ...             evaluate, train and list cost models (tools/dop_costmodel_cmd.c)
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -22,6 +23,7 @@
 
 #include "dop.h"
 #include "dop_cache_cmd.h"
+#include "dop_costmodel_cmd.h"
 #include "dop_warm.h"
 #include "kernels_codegen.h"
 #include "runtime_check.h"
@@ -40,7 +42,9 @@ static void usage(FILE *f)
                "  selftest                             check --quick with a GPU, jit --gpu h200 without\n"
                "  warm [--gpu NAME] [--model NAME] [--ranks ...]   fill the persistent cache for a GPU, offline too\n"
                "  cache path|ls|stats|export|import|merge|verify|prune\n"
-               "                                       the persistent cache (dop cache help)\n");
+               "                                       the persistent cache (dop cache help)\n"
+               "  costmodel eval|train|show            cost models: held-out ranking quality, training\n"
+               "                                       from tuning records (dop costmodel help)\n");
 }
 
 static void print_stats(dop_context *ctx)
@@ -322,6 +326,8 @@ int main(int argc, char **argv)
         return dop_cache_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "warm"))
         return dop_warm_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "costmodel"))
+        return dop_costmodel_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "selftest")) {
         dop_context *ctx;
         if (dop_context_create(NULL, &ctx) == DOP_OK) {
