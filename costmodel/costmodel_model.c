@@ -88,9 +88,9 @@ double costmodel_predict_us(const costmodel *m, const search_task *t, const sear
     double f[COSTMODEL_NFEAT];
     if (!m || m->version != COSTMODEL_VERSION || costmodel_features(t, &m->target, s, f) != 0)
         return 1e9;
-    double a = exp2(f[COSTMODEL_F_LOG2_ANALYTICAL_US]);
     if (!m->trained)
-        return a;
+        return costmodel_analytical_us(t, &m->target, s); /* exactly, not through its log */
+    double a = exp2(f[COSTMODEL_F_LOG2_ANALYTICAL_US]);
     double c = m->intercept;
     for (int j = 0; j < COSTMODEL_NFEAT; ++j)
         c += m->w[j] * (f[j] - m->mean[j]) / m->scale[j];

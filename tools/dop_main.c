@@ -12,6 +12,7 @@
  *   dop selftest                  `check --quick` with a GPU, `jit --gpu h200` without
  *   dop tune ...                  measured tuning (tools/dop_tune.c)
  *   dop cache ...                 the persistent cache (tools/dop_cache_cmd.c)
+ *   dop costmodel ...             evaluate, train and list cost models (tools/dop_costmodel_cmd.c)
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -23,6 +24,7 @@
 
 #include "dop.h"
 #include "dop_cache_cmd.h"
+#include "dop_costmodel_cmd.h"
 #include "dop_tune.h"
 #include "dop_warm.h"
 #include "kernels_codegen.h"
@@ -44,7 +46,9 @@ static void usage(FILE *f)
                "  tune [--model NAME] [--ranks ...] [--budget 64] [--records FILE] [--exhaustive]\n"
                "                                       measure schedules on this GPU; store the best for dispatch\n"
                "  cache path|ls|stats|export|import|merge|verify|prune\n"
-               "                                       the persistent cache (dop cache help)\n");
+               "                                       the persistent cache (dop cache help)\n"
+               "  costmodel eval|train|show            cost models: held-out ranking quality, training\n"
+               "                                       from tuning records (dop costmodel help)\n");
 }
 
 static void print_stats(dop_context *ctx)
@@ -328,6 +332,8 @@ int main(int argc, char **argv)
         return dop_warm_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "tune"))
         return dop_tune_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "costmodel"))
+        return dop_costmodel_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "selftest")) {
         dop_context *ctx;
         if (dop_context_create(NULL, &ctx) == DOP_OK) {

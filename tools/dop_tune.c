@@ -53,7 +53,7 @@ typedef struct tune_task {
     runtime_layout_class cls;
     search_task task;
     search_problem prob;
-    char label[96];
+    char label[160];
     long space;
     /* results */
     search_schedule heur, best;
@@ -577,6 +577,13 @@ int dop_tune_command(int argc, char **argv)
         fclose(old);
         retrain(&T);
     }
+    if (!T.model_trained && ctx->cache) { /* no records here: what an earlier run stored */
+        costmodel m;
+        if (costmodel_load(ctx->cache, &T.target, &m, NULL, 0) == CACHE_OK && m.trained) {
+            T.model = m;
+            T.model_trained = 1;
+        }
+    }
     T.rf = fopen(records, "a");
     if (!T.rf) {
         perror(records);
@@ -631,13 +638,13 @@ int dop_tune_command(int argc, char **argv)
                         continue;
                     runtime_search_problem(&ctx->info, RUNTIME_OP_APPLY, &t->ps, &t->prob);
                     t->space = search_space_count(&t->prob, NULL);
-                    snprintf(t->label, sizeof t->label, "%s r%d %s %s %d", shapes[si].name, c->max_rank,
+                    snprintf(t->label, sizeof t->label, "%.23s r%d %s %.12s %d", shapes[si].name, c->max_rank,
                              dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", runtime_workload_name(c->workload), c->num_rows);
                     nt++;
                 }
     T.ntasks = nt;
     for (int i = 0; i < nt; ++i) {
-        T.total_measures += budget < tasks[i].space ? budget : tasks[i].space;
+        T.total_measures += 1 + (budget < tasks[i].space ? budget : tasks[i].space);
         if (exhaustive && tasks[i].space <= max_space)
             T.total_measures += tasks[i].space;
     }
@@ -688,9 +695,24 @@ int dop_tune_command(int argc, char **argv)
             if (tasks[j].best_us > 0 && tasks[j].c.max_rank == t->c.max_rank &&
                 search_space_legal(&t->prob, &tasks[j].best, NULL, 0))
                 seeds[ns++] = tasks[j].best;
+        /* the heuristic's pick exactly as dispatch would run it (the search sees it repaired into the space) */
+        {
+            double c;
+            search_record r;
+            if (measure_gpu(&T, &t->heur, 1, &c, &r)) {
+                rc = 1;
+                T.oracle = NULL;
+                free(om.key);
+                free(om.us);
+                runtime_bench_free(ctx, T.bench);
+                break;
+            }
+            write_record(&T, &r);
+            add_record(&T, &r);
+            t->heur_us = c;
+        }
         search_evo_result res;
         char why[256];
-        size_t before = T.nrecs;
         int er = search_evo_run(&t->prob, &ep, seeds, ns, cb_predict, cb_measure, &T, &res, why, sizeof why);
         T.oracle = NULL;
         free(om.key);
@@ -702,12 +724,13 @@ int dop_tune_command(int argc, char **argv)
             rc = 1;
             break;
         }
-        t->heur_us = NAN;
-        for (size_t r = before; r < T.nrecs; ++r)
-            if (!memcmp(&T.recs[r].sched, &t->heur, sizeof t->heur))
-                t->heur_us = T.recs[r].ncosts ? T.recs[r].costs_us[0] : INFINITY;
         t->best = res.best;
         t->best_us = er == 0 ? res.best_cost : NAN;
+        if (isfinite(t->heur_us) && !(t->best_us <= t->heur_us)) { /* never store worse than dispatch's own pick */
+            t->best = t->heur;
+            t->best_us = t->heur_us;
+            er = 0;
+        }
         t->seconds = now_s() - t0;
         if (er == 0 && !no_store &&
             runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &t->ps, &t->cls, &t->best, (float)t->best_us) != DOP_OK) {
@@ -758,7 +781,7 @@ int dop_tune_command(int argc, char **argv)
     /* the model, for cold picks and the next run */
     if (T.model_trained && ctx->cache && !ctx->cache_readonly) {
         char why[256];
-        if (costmodel_cache_store(ctx->cache, &T.model, why, sizeof why) == 0)
+        if (costmodel_store(ctx->cache, &T.model, why, sizeof why) == CACHE_OK)
             printf("cost model (trained on %u records, %u tasks) stored in the cache\n", T.model.records,
                    T.model.tasks);
         else
