@@ -150,6 +150,7 @@ struct runtime_case_data {
     dop_adapter_table *table;
     CUstream stream;
     CUdeviceptr dx, dy, dws, dv;
+    CUdeviceptr dy0; /* device copy of y0: resets are device-to-device */
     size_t ws_bytes;
     int64_t ldv;
     double hbm_bytes;
@@ -323,6 +324,7 @@ dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_c
     CK(d->fn_cuMemcpyHtoD(dw, cd->wts, (size_t)total_w * 2));
     CK(dupload(d, &cd->da, &cd->dx, cd->x, (size_t)n * c->d_in * 2));
     CK(dupload(d, &cd->da, &cd->dy, cd->y0, (size_t)n * dout_total * 2));
+    CK(dupload(d, &cd->da, &cd->dy0, cd->y0, (size_t)n * dout_total * 2));
     CK(d->fn_cuStreamCreate(&cd->stream, CU_STREAM_NON_BLOCKING));
 
     dop_lora_shape *shape = &cd->shape;
@@ -450,7 +452,7 @@ dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd)
     /* the copy below is ordered on the legacy stream only: earlier calls on the case's
      * non-blocking stream must be done before y is rewritten under them */
     CK(d->fn_cuStreamSynchronize(cd->stream));
-    CK(d->fn_cuMemcpyHtoD(cd->dy, cd->y0, (size_t)cd->c.num_rows * cd->dout_total * 2));
+    CK(d->fn_cuMemcpyDtoD(cd->dy, cd->dy0, (size_t)cd->c.num_rows * cd->dout_total * 2));
     if (cd->dv)
         CK(d->fn_cuMemcpyHtoD(cd->dv, cd->vf, (size_t)cd->c.num_rows * cd->ldv * sizeof *cd->vf));
     CK(d->fn_cuCtxSynchronize()); /* see runtime_case_setup */

@@ -294,8 +294,22 @@ dop_status runtime_bench_measure(dop_context *ctx, runtime_bench *b, const searc
         if (i == 0)
             runtime_last_schedule(&m->used);
     }
-    st = time_graphs(ctx, g, b->sets, (CUstream)runtime_case_stream(cd), b->o.warmup, b->o.samples, b->o.burst,
-                     &m->us);
+    {
+        /* long calls need fewer replays for the same precision: about 2 ms of warm-up and
+         * samples of at least ~100 us, never more replays than the options ask for */
+        double est;
+        st = time_graphs(ctx, g, b->sets, (CUstream)runtime_case_stream(cd), 2, 3, 1, &est);
+        if (st == DOP_OK) {
+            int burst = b->o.burst, warmup = b->o.warmup;
+            if (est > 0) {
+                int bb = (int)(100.0 / est) + 1, ww = (int)(2000.0 / est) + 1;
+                burst = bb < burst ? bb : burst;
+                warmup = ww < warmup ? ww : warmup;
+            }
+            st = time_graphs(ctx, g, b->sets, (CUstream)runtime_case_stream(cd), warmup, b->o.samples, burst,
+                             &m->us);
+        }
+    }
     if (st != DOP_OK) {
         m->error_no = SEARCH_ERR_DEVICE;
         snprintf(m->message, sizeof m->message, "%s", dop_context_error(ctx));

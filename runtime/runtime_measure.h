@@ -20,9 +20,9 @@
 typedef struct runtime_bench_options {
     int cold;     /* rotate data sets beyond the L2 (default 0: one set) */
     int max_sets; /* at most this many sets when cold (default 48) */
-    int warmup;   /* replays before timing (default 20) */
+    int warmup;   /* replays before timing (default 20; fewer for long calls: about 2 ms) */
     int samples;  /* timed samples, the median is kept (default 15) */
-    int burst;    /* replays per sample (default 10) */
+    int burst;    /* replays per sample (default 10; fewer for long calls: samples of ~100 us) */
 } runtime_bench_options;
 
 void runtime_bench_options_init(runtime_bench_options *o);

@@ -77,6 +77,8 @@ typedef struct tune_state {
     size_t nrecs, cap;
     FILE *rf;
     int threads, warm, quiet_bar;
+    double compile_timeout; /* seconds a round waits for a module once nothing else is left */
+    long timeouts;
     kernels_dtype kd;
     tune_task *cur;
     runtime_bench *bench;
@@ -215,11 +217,17 @@ static void write_record(tune_state *T, const search_record *r)
         fprintf(T->rf, "%s\n", line);
 }
 
+/* A background compile of one round's modules. Rounds do not wait for a slow
+ * compile: its thread is kept and joined at the end of the run. */
 typedef struct prep_arg {
     dop_context *ctx;
     runtime_module_req *req;
     int n, threads;
+    pthread_t tid;
+    struct prep_arg *next;
 } prep_arg;
+
+static prep_arg *g_preps;
 
 static void *prep_thread(void *p)
 {
@@ -228,36 +236,94 @@ static void *prep_thread(void *p)
     return NULL;
 }
 
-/* Measures n schedules of the current task on the GPU (compiling them meanwhile). */
+static void join_preps(void)
+{
+    while (g_preps) {
+        prep_arg *a = g_preps;
+        g_preps = a->next;
+        pthread_join(a->tid, NULL);
+        free(a->req);
+        free(a);
+    }
+}
+
+/*
+ * Measures n schedules of the current task on the GPU while they compile:
+ * each is measured as soon as its module is loaded; one still compiling
+ * compile_timeout seconds after the others are done is recorded as a timeout
+ * (its compile goes on, for later rounds and runs).
+ */
 static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *cost, search_record *out)
 {
+    prep_arg *pa = calloc(1, sizeof *pa);
     runtime_module_req *req = calloc((size_t)n, sizeof *req);
-    if (!req)
+    char *done = calloc((size_t)n, 1);
+    double *t_start = calloc((size_t)n, sizeof *t_start);
+    if (!pa || !req || !done || !t_start) {
+        free(pa), free(req), free(done), free(t_start);
         return -1;
+    }
     for (int i = 0; i < n; ++i)
         req[i] = (runtime_module_req){T->kd, T->cur->c.max_rank, s[i]};
-    prep_arg pa = {T->ctx, req, n, T->threads};
-    pthread_t tid;
-    int threaded = pthread_create(&tid, NULL, prep_thread, &pa) == 0;
-    int rc = 0;
-    for (int i = 0; i < n; ++i) {
+    *pa = (prep_arg){T->ctx, req, n, T->threads, 0, NULL};
+    int threaded = pthread_create(&pa->tid, NULL, prep_thread, pa) == 0;
+    if (threaded) {
+        pa->next = g_preps;
+        g_preps = pa;
+    } else {
+        free(req);
+        free(pa);
+    }
+    int rc = 0, left = n;
+    double idle_since = now_s(), t_round = now_s();
+    while (left > 0 && rc == 0) {
+        int pick = -1;
+        for (int i = 0; i < n && pick < 0; ++i)
+            if (!done[i] && (!threaded || runtime_kernel_loaded(T->ctx, T->kd, T->cur->c.max_rank, &s[i])))
+                pick = i;
+        if (pick < 0) {
+            if (now_s() - idle_since < T->compile_timeout) {
+                struct timespec ts = {0, 2000000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            for (int i = 0; i < n; ++i) /* the rest timed out */
+                if (!done[i]) {
+                    runtime_measurement m;
+                    memset(&m, 0, sizeof m);
+                    m.error_no = SEARCH_ERR_TIMEOUT;
+                    m.max_error = -1;
+                    cost[i] = INFINITY;
+                    make_record(T, &s[i], &m, now_s() - t_round, &out[i]);
+                    out[i].compiled = false;
+                    out[i].ran = false;
+                    memset(out[i].registers, 0, sizeof out[i].registers);
+                    done[i] = 1;
+                    left--;
+                    T->done_measures++;
+                    T->timeouts++;
+                }
+            break;
+        }
         double t0 = now_s();
         runtime_measurement m;
-        dop_status st = runtime_bench_measure(T->ctx, T->bench, &s[i], 1, &m);
+        dop_status st = runtime_bench_measure(T->ctx, T->bench, &s[pick], 1, &m);
         if (st != DOP_OK) {
             fprintf(stderr, "\ndop tune: measuring: %s: %s\n", dop_status_string(st), dop_context_error(T->ctx));
             T->fatal = 1;
             rc = -1;
             break;
         }
-        cost[i] = m.error_no == SEARCH_ERR_OK ? m.us : INFINITY;
-        make_record(T, &s[i], &m, now_s() - t0, &out[i]);
+        cost[pick] = m.error_no == SEARCH_ERR_OK ? m.us : INFINITY;
+        make_record(T, &s[pick], &m, now_s() - t0 + m.compile_s, &out[pick]);
+        done[pick] = 1;
+        left--;
+        idle_since = now_s();
         T->done_measures++;
         progress(T, 0);
     }
-    if (threaded)
-        pthread_join(tid, NULL);
-    free(req);
+    free(done);
+    free(t_start);
     return rc;
 }
 
@@ -351,6 +417,8 @@ static int measure_space(tune_state *T, oracle_map *m)
         return -1;
     }
     enum { CHUNK = 256 };
+    double timeout = T->compile_timeout;
+    T->compile_timeout = 1e9; /* the oracle waits for every compile */
     double cost[CHUNK];
     search_record rec[CHUNK];
     double best = INFINITY;
@@ -358,6 +426,7 @@ static int measure_space(tune_state *T, oracle_map *m)
         int n = b.n - i < CHUNK ? (int)(b.n - i) : CHUNK;
         if (measure_gpu(T, b.s + i, n, cost, rec)) {
             free(b.s);
+            T->compile_timeout = timeout;
             return -1;
         }
         for (int j = 0; j < n; ++j) {
@@ -372,6 +441,7 @@ static int measure_space(tune_state *T, oracle_map *m)
         if (T->rf)
             fflush(T->rf);
     }
+    T->compile_timeout = timeout;
     T->cur->oracle_us = best;
     T->cur->oracle_n = (int)b.n;
     free(b.s);
@@ -444,7 +514,8 @@ static void usage(FILE *f)
             "usage: dop tune [--model llama-2-7b|llama-3-8b|mistral-7b]... [--shape DIN:DOUT[,DOUT...]]...\n"
             "                [--ranks 16,...] [--dtype f16|bf16] [--layouts distinct,uniform,skewed,identical,mixed]\n"
             "                [--rows 1,8,32,64,128,256,1024,4096] [--budget 64] [--records FILE] [--cache FILE]\n"
-            "                [--seed N] [--threads N] [--warm] [--exhaustive [--max-space N]] [--no-store]\n"
+            "                [--seed N] [--threads N] [--compile-timeout S] [--warm] [--exhaustive [--max-space N]]\n"
+            "                [--no-store]\n"
             "  default: --model llama-2-7b --ranks 16 --dtype f16, every layout and row count of the workload grid;\n"
             "  records are appended to --records (default dop-tune.jsonl); the best schedule of every layout class\n"
             "  goes into the cache for dispatch (not with --no-store).\n");
@@ -463,6 +534,7 @@ int dop_tune_command(int argc, char **argv)
     memset(&T, 0, sizeof T);
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
     T.threads = nproc > 2 ? (int)nproc - 1 : 1;
+    T.compile_timeout = 3;
     dop_context_options opt;
     dop_context_options_init(&opt);
     opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE;
@@ -530,6 +602,8 @@ int dop_tune_command(int argc, char **argv)
             seed = strtoull(v, NULL, 10), ++i;
         } else if (!strcmp(a, "--threads") && v) {
             T.threads = atoi(v) > 0 ? atoi(v) : 1, ++i;
+        } else if (!strcmp(a, "--compile-timeout") && v) {
+            T.compile_timeout = atof(v), ++i;
         } else if (!strcmp(a, "--max-space") && v) {
             max_space = atol(v), ++i;
         } else if (!strcmp(a, "--warm")) {
@@ -772,8 +846,9 @@ int dop_tune_command(int argc, char **argv)
             worst = ro > worst ? ro : worst;
         }
     }
-    printf("\n%d layout classes tuned in %.1f s (%ld measurements); geomean gain over the heuristic %.3fx", nt, total,
-           T.done_measures, ng ? exp(lg / ng) : NAN);
+    printf("\n%d layout classes tuned in %.1f s (%ld measurements, %ld compile timeouts); geomean gain over the "
+           "heuristic %.3fx",
+           nt, total, T.done_measures, T.timeouts, ng ? exp(lg / ng) : NAN);
     if (no)
         printf("; against the exhaustive oracle on %d classes: geomean %.3f, worst %.3f, %d within 5%%", no,
                exp(lo / no), worst, within);
@@ -789,6 +864,7 @@ int dop_tune_command(int argc, char **argv)
     } else {
         printf("cost model not stored\n");
     }
+    join_preps();
     fclose(T.rf);
     free(T.recs);
     free(tasks);
