@@ -515,10 +515,11 @@ static void usage(FILE *f)
             "                [--ranks 16,...] [--dtype f16|bf16] [--layouts distinct,uniform,skewed,identical,mixed]\n"
             "                [--rows 1,8,32,64,128,256,1024,4096] [--budget 64] [--records FILE] [--cache FILE]\n"
             "                [--seed N] [--threads N] [--compile-timeout S] [--warm] [--exhaustive [--max-space N]]\n"
-            "                [--no-store]\n"
+            "                [--no-store | --store-only]\n"
             "  default: --model llama-2-7b --ranks 16 --dtype f16, every layout and row count of the workload grid;\n"
             "  records are appended to --records (default dop-tune.jsonl); the best schedule of every layout class\n"
-            "  goes into the cache for dispatch (not with --no-store).\n");
+            "  goes into the cache for dispatch (not with --no-store). --store-only measures nothing: it stores the\n"
+            "  best schedule --records holds for every class and compiles its module.\n");
 }
 
 int dop_tune_command(int argc, char **argv)
@@ -526,6 +527,7 @@ int dop_tune_command(int argc, char **argv)
     shape_in shapes[64];
     int nshapes = 0, ranks[8] = {16}, nranks = 1, rows[16] = {1, 8, 32, 64, 128, 256, 1024, 4096}, nrows = 8;
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nlayouts = 5, budget = 64, exhaustive = 0, no_store = 0;
+    int store_only = 0;
     long max_space = 10000;
     uint64_t seed = 1;
     dop_dtype dtype = DOP_DTYPE_F16;
@@ -610,6 +612,8 @@ int dop_tune_command(int argc, char **argv)
             T.warm = 1;
         } else if (!strcmp(a, "--exhaustive")) {
             exhaustive = 1;
+        } else if (!strcmp(a, "--store-only")) {
+            store_only = 1;
         } else if (!strcmp(a, "--no-store")) {
             no_store = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -669,10 +673,11 @@ int dop_tune_command(int argc, char **argv)
     int maxt = nshapes * nranks * nlayouts * nrows;
     tune_task *tasks = calloc((size_t)maxt, sizeof *tasks);
     int nt = 0;
-    for (int si = 0; si < nshapes; ++si)
-        for (int ri = 0; ri < nranks; ++ri)
-            for (int li = 0; li < nlayouts; ++li)
-                for (int ni = 0; ni < nrows; ++ni) {
+    /* row counts outermost: decode batches first, prefill chunks (the slow tasks) last */
+    for (int ni = 0; ni < nrows; ++ni)
+        for (int si = 0; si < nshapes; ++si)
+            for (int ri = 0; ri < nranks; ++ri)
+                for (int li = 0; li < nlayouts; ++li) {
                     tune_task *t = &tasks[nt];
                     memset(t, 0, sizeof *t);
                     runtime_case *c = &t->c;
@@ -728,6 +733,36 @@ int dop_tune_command(int argc, char **argv)
            T.model_trained ? " (model trained on them)" : "");
     fflush(stdout);
 
+    int rc = 0;
+    if (store_only) { /* the best record of every task into the cache, its module compiled */
+        runtime_module_req *req = calloc((size_t)nt, sizeof *req);
+        int nstored = 0, nreq = 0;
+        for (int i = 0; i < nt; ++i) {
+            const search_record *b = NULL;
+            for (size_t r = 0; r < T.nrecs; ++r)
+                if (T.recs[r].error_no == SEARCH_ERR_OK && T.recs[r].ncosts > 0 &&
+                    !memcmp(&T.recs[r].task, &tasks[i].task, sizeof tasks[i].task) &&
+                    (!b || T.recs[r].costs_us[0] < b->costs_us[0]))
+                    b = &T.recs[r];
+            if (!b)
+                continue;
+            if (runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &tasks[i].ps, &tasks[i].cls, &b->sched,
+                                    (float)b->costs_us[0]) != DOP_OK) {
+                fprintf(stderr, "dop tune: %s: %s\n", tasks[i].label, dop_context_error(ctx));
+                rc = 1;
+                break;
+            }
+            req[nreq++] = (runtime_module_req){T.kd, tasks[i].c.max_rank, b->sched};
+            nstored++;
+        }
+        double t0 = now_s();
+        if (rc == 0 && runtime_kernels_prepare(ctx, req, nreq, T.threads) != DOP_OK)
+            fprintf(stderr, "dop tune: compiling: %s\n", dop_context_error(ctx));
+        printf("stored the best recorded schedule of %d of %d layout classes; their modules compiled in %.1f s\n",
+               nstored, nt, now_s() - t0);
+        free(req);
+        nt = 0;
+    }
     runtime_bench_options bo;
     runtime_bench_options_init(&bo);
     bo.cold = !T.warm;
@@ -736,7 +771,6 @@ int dop_tune_command(int argc, char **argv)
     ep.max_measures = budget;
     ep.seed = seed;
     T.t0 = now_s();
-    int rc = 0;
     for (int i = 0; i < nt && !T.fatal; ++i) {
         tune_task *t = &tasks[i];
         T.cur = t;
