@@ -204,7 +204,7 @@ static int sweep_candidates(search_schedule *out, int max)
                         if (n == max)
                             return n;
                         out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, 16,
-                                                        mwarps[b], 8, mkcs[c], sk ? 1 : splits[e], cols[d], 1);
+                                                        mwarps[b], 8, mkcs[c], sk ? 1 : splits[e], cols[d], 1, 1, 0);
                     }
     for (int sk = 0; sk < 2; ++sk)
         for (size_t a = 0; a < sizeof rows; ++a)
@@ -215,7 +215,8 @@ static int sweep_candidates(search_schedule *out, int max)
                             if (n == max)
                                 return n;
                             out[n++] = search_schedule_make(sk ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_SPLIT, rows[a],
-                                                            warps[b], 8, kcs[c], sk ? 1 : splits[e], cols[d], 0);
+                                                            warps[b], 8, kcs[c], sk ? 1 : splits[e], cols[d], 0, 1,
+                                                            0);
                         }
     return n;
 }

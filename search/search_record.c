@@ -1388,6 +1388,7 @@ static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
     s->split_k = (uint8_t)split_k;
     s->cols = (uint16_t)cols;
     s->mma = mma ? 1 : 0;
+    s->stages = 1;
     return true;
 }
 

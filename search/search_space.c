@@ -346,6 +346,7 @@ static search_schedule blank(void)
     search_schedule s;
     memset(&s, 0, sizeof s);
     s.version = SEARCH_SCHEDULE_VERSION;
+    s.stages = 1;
     return s;
 }
 

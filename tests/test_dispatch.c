@@ -37,7 +37,7 @@
 /* A schedule; designated, so that fields added to search_schedule start at zero. */
 #define SCHED_INIT(SKETCH, ROWS, WARPS, VEC, SPLIT, KC, COLS)                                                      \
     {.version = SEARCH_SCHEDULE_VERSION, .sketch = SKETCH, .rows = ROWS, .warps = WARPS, .vec = VEC,               \
-     .split_k = SPLIT, .kc = KC, .cols = COLS}
+     .split_k = SPLIT, .kc = KC, .cols = COLS, .stages = 1}
 #define AP RUNTIME_OP_APPLY
 #define SH RUNTIME_OP_SHRINK
 #define EX RUNTIME_OP_EXPAND

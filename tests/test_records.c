@@ -65,7 +65,7 @@ static double now_s(void)
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols, unsigned mma)
 {
-    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, mma);
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, mma, 1, 0);
 }
 
 static search_task task_apply(void)

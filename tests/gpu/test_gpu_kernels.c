@@ -187,6 +187,7 @@ static void test_forced_schedules(void **state)
         search_schedule s;
         memset(&s, 0, sizeof s);
         s.version = SEARCH_SCHEDULE_VERSION;
+        s.stages = 1;
         s.sketch = n % 3 == 0 ? SEARCH_SKETCH_SPLIT : n % 3 == 1 ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_FUSED_COUNTER;
         s.rows = rows[runtime_rng_next(&rng) % 6];
         s.warps = warps[runtime_rng_next(&rng) % 5];
