@@ -763,7 +763,7 @@ __device__ __forceinline__ int dop_col_tiles(const dop_kparams &p)
         for (long long t_ = blockIdx.x; t_ < total_; t_ += gridDim.x) {                                           \
             int tx = (int)(t_ % nx_), ty = (int)(t_ / nx_ % ny_), tz = (int)(t_ / (nx_ * ny_));                  \
             __syncthreads(); /* the previous tile's readers of t and sv are done */                               \
-            BODY(p, tx, ty, tz, 1);                                                                               \
+            BODY(p, tx, ty, tz, (int)ny_); /* a column stride of all tiles: one column tile each */          \
         }                                                                                                         \
     } while (0)
 #else
@@ -798,8 +798,9 @@ __device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, in
     }
 }
 
-/* expand tile: y += scale v B^T for column tile ct (and every ct_step-th after
- * it: the one-tile grid's y extent may be capped at 65535) */
+/* expand tile: y += scale v B^T for column tile ct and every ct_step-th after
+ * it (the one-tile grid's y extent may be capped at 65535: ct_step = gridDim.y;
+ * persistent: ct_step = the number of column tiles, so exactly one) */
 __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt, int ct, int slice, int ct_step)
 {
     __shared__ dop_tile t;
