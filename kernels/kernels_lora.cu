@@ -19,6 +19,15 @@
  *   DOP_MMA       0: FMAs on CUDA cores; 1: tensor cores (mma.sync m16n8k16,
  *                 fp32 accumulators) for both halves, on tiles of 16 rows;
  *                 DOP_KC is then the K step of a warp (16 per mma)
+ *   DOP_STAGES    1: the mma shrink loads its fragments from global memory;
+ *                 2..4: it stages x (16 rows) and A (the ranks) in chunks of
+ *                 DOP_KC elements through a ring of that many shared-memory
+ *                 buffers with cp.async (sm_80+), and feeds the mmas with
+ *                 ldmatrix (mma only)
+ *   DOP_PERSIST   0: one tile per CTA (grids as below); 1: every entry point
+ *                 takes a 1-D grid of any size (the runtime launches as many
+ *                 CTAs as fit on the device at once) and each CTA loops over
+ *                 the tiles of the 3-D grid below with a grid stride
  *
  * Entry points:
  *   dop_shrink  grid (row tiles, K splits, slices): v (+)= x A^T over the
@@ -49,6 +58,14 @@
  */
 
 #define DOP_THREADS (DOP_WARPS * 32)
+
+#ifndef DOP_STAGES
+#define DOP_STAGES 1
+#endif
+#ifndef DOP_PERSIST
+#define DOP_PERSIST 0
+#endif
+static_assert(DOP_STAGES >= 1 && DOP_STAGES <= 4 && (DOP_STAGES == 1 || DOP_MMA), "stages 2..4 need mma");
 
 typedef unsigned short dop_u16;
 
@@ -258,7 +275,175 @@ __device__ __forceinline__ unsigned dop_pack2(dop_u16 lo, dop_u16 hi)
     return (unsigned)lo | ((unsigned)hi << 16);
 }
 
+#if DOP_STAGES > 1
+/* ---- cp.async staging of x and A (sm_80+) -------------------------------------------
+ * A chunk of DOP_KC elements of K: x [16 rows][DOP_KC] and A [ranks rounded up to
+ * 8][DOP_KC], each row padded by 8 elements (16 bytes) so that the 8 row
+ * addresses of one ldmatrix phase fall in different banks. */
+#define DOP_SR ((DOP_MAXR + 7) / 8 * 8) /* A rows of a stage */
+#define DOP_SP (DOP_KC + 8)             /* elements per staged row */
+struct dop_stage {
+    dop_u16 x[16][DOP_SP];
+    dop_u16 a[DOP_SR][DOP_SP];
+};
+
+__device__ __forceinline__ unsigned dop_smem_addr(const void *p)
+{
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+/* 16 bytes global -> shared, bypassing L1; valid == false reads nothing and
+ * writes zeros (src-size 0), so the tail and absent rows cost no load. */
+__device__ __forceinline__ void dop_cp16(void *dst, const void *src, bool valid)
+{
+    asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; cp.async.cg.shared.global [%0], [g], 16, %2; }"
+                 :
+                 : "r"(dop_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void dop_cp_commit()
+{
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/* Waits until at most N of this thread's committed groups are still in flight. */
+template <int N> __device__ __forceinline__ void dop_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void dop_ldm_x4(unsigned (&r)[4], const dop_u16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(dop_smem_addr(p))
+                 : "memory");
+}
+
+__device__ __forceinline__ void dop_ldm_x2(unsigned (&r)[2], const dop_u16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(dop_smem_addr(p))
+                 : "memory");
+}
+
+/* Issues the copies of chunk `chunk` (K from k0 + chunk * DOP_KC) into buffer st:
+ * the rows of the group (mask) of x and the rank rows of A; everything else of
+ * the stage (rows outside the group, ranks up to the n tile, K past k1) is
+ * zero-filled, so no address outside x, A or [k0, k1) is read. k1 and every
+ * K offset are multiples of 8, so a 16-byte segment is wholly in or out. */
+__device__ __forceinline__ void dop_stage_load(const dop_kparams &p, dop_stage &st, const dop_u16 *xb,
+                                               const dop_u16 *A, int row0, unsigned mask, int rank, int arows,
+                                               int kb, int k1)
+{
+    constexpr int SEGS = DOP_KC / 8; /* 16-byte segments of a row */
+    int total = (16 + arows) * SEGS;
+    for (int i = threadIdx.x; i < total; i += DOP_THREADS) {
+        int r = i / SEGS, sg = i - r * SEGS, k = kb + sg * 8;
+        if (r < 16) {
+            bool ok = k < k1 && (mask >> r & 1u); /* rows of the group are < num_rows */
+            dop_cp16(&st.x[r][sg * 8], ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
+        } else {
+            int n = r - 16;
+            bool ok = k < k1 && n < rank;
+            dop_cp16(&st.a[n][sg * 8], ok ? A + (long long)n * p.d_in + k : A, ok);
+        }
+    }
+}
+
+/* One row group's sv[j][r] += sum over [k0, k1) of x[row0 + j][k] * A[r][k]
+ * through the cp.async ring. Chunks of DOP_KC go round DOP_STAGES buffers:
+ * the first DOP_STAGES - 1 are issued ahead; at chunk c every thread waits
+ * for its copies of chunk c (wait_group DOP_STAGES - 2: one group is
+ * committed per chunk, empty ones too, so the count is exact), then a barrier
+ * makes all threads' copies visible and guarantees every warp is done with
+ * chunk c - 1, whose buffer the copies of chunk c + DOP_STAGES - 1 then
+ * reuse. Warps take (n tile, part of the chunk's k16 steps) items, fixed for
+ * the group, and keep their accumulators across chunks. Every thread of the
+ * CTA must call this (barriers). */
+__device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, const dop_tile &t, int gi, int row0,
+                                                        int k0, int k1, float (*sv)[DOP_MAXR],
+                                                        dop_stage (&st)[DOP_STAGES])
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const dop_u16 *xb = reinterpret_cast<const dop_u16 *>(p.x);
+    int j0 = t.gfirst[gi], rank = t.rank_of[j0];
+    unsigned mask = t.gmask[gi];
+    const dop_u16 *A = t.rA[j0];
+    constexpr int U = DOP_KC / 16;                             /* k16 steps of a chunk */
+    constexpr int MAXI = (DOP_SR / 8 + DOP_WARPS - 1) / DOP_WARPS; /* items of one warp at most */
+    int ntiles = (rank + 7) / 8;
+    int parts = DOP_WARPS / ntiles;
+    parts = parts < 1 ? 1 : (parts > U ? U : parts);
+    int nitems = ntiles * parts;
+    int nchunks = (k1 - k0 + DOP_KC - 1) / DOP_KC;
+    float c[MAXI][4];
+#pragma unroll
+    for (int i = 0; i < MAXI; ++i)
+        c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+#pragma unroll
+    for (int s = 0; s < DOP_STAGES - 1; ++s) {
+        if (s < nchunks)
+            dop_stage_load(p, st[s], xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
+        dop_cp_commit();
+    }
+    for (int ch = 0; ch < nchunks; ++ch) {
+        dop_cp_wait<DOP_STAGES - 2>(); /* chunk ch has landed (this thread's copies) */
+        __syncthreads();               /* everyone's copies; everyone is past chunk ch - 1 */
+        int nx = ch + DOP_STAGES - 1;
+        if (nx < nchunks)
+            dop_stage_load(p, st[nx % DOP_STAGES], xb, A, row0, mask, rank, ntiles * 8, k0 + nx * DOP_KC, k1);
+        dop_cp_commit();
+        const dop_stage &b = st[ch % DOP_STAGES];
+        int kb = k0 + ch * DOP_KC;
+#pragma unroll
+        for (int i = 0; i < MAXI; ++i) {
+            int item = warp + i * DOP_WARPS;
+            if (item >= nitems)
+                break; /* uniform across the warp */
+            int nt = item % ntiles, part = item / ntiles;
+            int s0 = part * U / parts, s1 = (part + 1) * U / parts;
+            for (int s = s0; s < s1 && kb + s * 16 < k1; ++s) {
+                unsigned fa[4], fb[2];
+                /* x: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) give a0..a3; A: n rows x (k 0-7 | 8-15) */
+                dop_ldm_x4(fa, &b.x[(lane & 7) + ((lane >> 3) & 1) * 8][s * 16 + (lane >> 4) * 8]);
+                dop_ldm_x2(fb, &b.a[nt * 8 + (lane & 7)][s * 16 + ((lane >> 3) & 1) * 8]);
+                dop_mma(c[i], fa, fb);
+            }
+        }
+    }
+    dop_cp_wait<0>(); /* only empty groups can be left */
+    __syncthreads();  /* the ring is free for the next group */
+#pragma unroll
+    for (int i = 0; i < MAXI; ++i) {
+        int item = warp + i * DOP_WARPS;
+        if (item >= nitems)
+            break;
+        int r = (item % ntiles) * 8 + 2 * tq;
+        if (mask >> g & 1u) {
+            if (r < rank)
+                atomicAdd(&sv[g][r], c[i][0]);
+            if (r + 1 < rank)
+                atomicAdd(&sv[g][r + 1], c[i][1]);
+        }
+        if (mask >> (g + 8) & 1u) {
+            if (r < rank)
+                atomicAdd(&sv[g + 8][r], c[i][2]);
+            if (r + 1 < rank)
+                atomicAdd(&sv[g + 8][r + 1], c[i][3]);
+        }
+    }
+}
+#endif /* DOP_STAGES > 1 */
+
 /* sv[j][r] += sum over [k0, k1) of x[row0 + j][k] * A[r][k], by tensor cores.
+ * With DOP_STAGES > 1 a group whose x, A, ldx, d_in and k0 allow 16-byte
+ * copies goes through the cp.async ring (dop_shrink_group_staged); otherwise,
+ * and with DOP_STAGES 1, fragments come from global memory as follows.
  * Warps take (n tile of 8 ranks, K part) items; the 16 rows of the tile are the
  * M dimension, so a group of fewer rows wastes the other rows' MACs (results of
  * rows outside the group are dropped). */
@@ -270,10 +455,20 @@ __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop
     const dop_u16 *xr0 = row0 + g < p.num_rows ? xb + (long long)(row0 + g) * p.ldx : 0;
     const dop_u16 *xr1 = row0 + g + 8 < p.num_rows ? xb + (long long)(row0 + g + 8) * p.ldx : 0;
     bool xal = dop_aligned(xb, 4) && p.ldx % 2 == 0;
+#if DOP_STAGES > 1
+    __shared__ alignas(16) dop_stage st[DOP_STAGES];
+    bool xal16 = dop_aligned(xb, 16) && p.ldx % 8 == 0 && p.d_in % 8 == 0 && k0 % 8 == 0;
+#endif
     for (int gi = 0; gi < t.ngroups; ++gi) {
         int j0 = t.gfirst[gi], rank = t.rank_of[j0];
         unsigned mask = t.gmask[gi];
         const dop_u16 *A = t.rA[j0];
+#if DOP_STAGES > 1
+        if (xal16 && dop_aligned(A, 16)) { /* uniform across the CTA */
+            dop_shrink_group_staged(p, t, gi, row0, k0, k1, sv, st);
+            continue;
+        }
+#endif
         bool al = xal && dop_aligned(A, 4) && p.d_in % 2 == 0;
         int ntiles = (rank + 7) / 8;
         int parts = DOP_WARPS / ntiles > 1 ? DOP_WARPS / ntiles : 1;
@@ -535,19 +730,60 @@ __device__ __forceinline__ void dop_zero_sv(float (*sv)[DOP_MAXR])
 
 /* ---- entry points ------------------------------------------------------------- */
 
-extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_kparams p)
+/* Each entry point is a tile body over (row tile, y, slice), y being the K split
+ * (shrink, counter) or the column tile (expand, fused). Without DOP_PERSIST the
+ * body runs once for (blockIdx.x, blockIdx.y, blockIdx.z); with it, a 1-D grid
+ * of any size strides over all tiles, row tiles fastest, with a barrier between
+ * tiles so the shared buffers of one are not overwritten while still in use.
+ * The tile counts come from the argument block, not from gridDim, so either
+ * grid gives the same tiles. Early returns of a body are uniform across the CTA. */
+
+__device__ __forceinline__ int dop_row_tiles(const dop_kparams &p)
+{
+    return (p.num_rows + DOP_ROWS - 1) / DOP_ROWS;
+}
+
+__device__ __forceinline__ int dop_k_splits(const dop_kparams &p)
+{
+    return p.k_per_cta > 0 ? (p.d_in + p.k_per_cta - 1) / p.k_per_cta : 1;
+}
+
+__device__ __forceinline__ int dop_col_tiles(const dop_kparams &p)
+{
+    int d = 1;
+    for (int i = 0; i < p.num_slices; ++i)
+        d = max(d, p.d_out[i]);
+    return (d + DOP_COLS - 1) / DOP_COLS;
+}
+
+#if DOP_PERSIST
+#define DOP_FOR_TILES(NY, BODY)                                                                                   \
+    do {                                                                                                          \
+        long long nx_ = dop_row_tiles(p), ny_ = (NY), total_ = nx_ * ny_ * p.num_slices;                          \
+        for (long long t_ = blockIdx.x; t_ < total_; t_ += gridDim.x) {                                           \
+            int tx = (int)(t_ % nx_), ty = (int)(t_ / nx_ % ny_), tz = (int)(t_ / (nx_ * ny_));                  \
+            __syncthreads(); /* the previous tile's readers of t and sv are done */                               \
+            BODY(p, tx, ty, tz, (int)ny_); /* a column stride of all tiles: one column tile each */          \
+        }                                                                                                         \
+    } while (0)
+#else
+#define DOP_FOR_TILES(NY, BODY) BODY(p, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, (int)gridDim.y)
+#endif
+
+/* shrink tile: v (+)= x A^T over K split ks of row tile rt */
+__device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, int ks, int slice, int)
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
-    int kbeg = blockIdx.y * p.k_per_cta;
+    int row0 = rt * DOP_ROWS;
+    int kbeg = ks * p.k_per_cta;
     int kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
     dop_tile_init(p, row0, slice, t);
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     __syncthreads();
     float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
-    bool atomic = gridDim.y > 1;
+    bool atomic = dop_k_splits(p) > 1;
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
         if (r >= t.rank_of[j])
@@ -562,12 +798,15 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_k
     }
 }
 
-extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_kparams p)
+/* expand tile: y += scale v B^T for column tile ct and every ct_step-th after
+ * it (the one-tile grid's y extent may be capped at 65535: ct_step = gridDim.y;
+ * persistent: ct_step = the number of column tiles, so exactly one) */
+__device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt, int ct, int slice, int ct_step)
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
-    if (blockIdx.y * DOP_COLS >= p.d_out[slice])
+    int row0 = rt * DOP_ROWS;
+    if (ct * DOP_COLS >= p.d_out[slice])
         return; /* uniform across the CTA: no barrier is skipped by some threads only */
     dop_tile_init(p, row0, slice, t);
     const float *v = reinterpret_cast<const float *>(p.v) + slice * p.max_rank;
@@ -576,33 +815,38 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_k
         sv[j][r] = r < t.rank_of[j] ? v[(long long)(row0 + j) * p.ldv + r] : 0.f;
     }
     __syncthreads();
-    /* the grid's y extent may be capped (65535): CTAs stride over column tiles */
-    for (int col0 = blockIdx.y * DOP_COLS; col0 < p.d_out[slice]; col0 += gridDim.y * DOP_COLS)
+    for (int col0 = ct * DOP_COLS; col0 < p.d_out[slice]; col0 += ct_step * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }
 
-extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused(const dop_kparams p)
+/* fused tile: the intermediate of row tile rt over all of d_in, then column tile ct (and every ct_step-th) */
+__device__ __forceinline__ void dop_fused_tile(const dop_kparams &p, int rt, int ct, int slice, int ct_step)
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
-    if (blockIdx.y * DOP_COLS >= p.d_out[slice])
+    int row0 = rt * DOP_ROWS;
+    if (ct * DOP_COLS >= p.d_out[slice])
         return;
     dop_zero_sv(sv);
     dop_tile_init(p, row0, slice, t);
     dop_shrink_range(p, t, row0, 0, p.d_in, sv);
     __syncthreads();
-    for (int col0 = blockIdx.y * DOP_COLS; col0 < p.d_out[slice]; col0 += gridDim.y * DOP_COLS)
+    for (int col0 = ct * DOP_COLS; col0 < p.d_out[slice]; col0 += ct_step * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }
 
-extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(const dop_kparams p)
+/* counter tile: K split ks of row tile rt adds its part into v and counts itself
+ * in on (rt, slice)'s counter; the tile that counts in last expands all columns.
+ * The count is per tile, not per CTA, so a persistent CTA that handles several
+ * tiles (even several of one row tile) counts once for each; no tile waits for
+ * another, so any grid size and any order of tiles completes. */
+__device__ __forceinline__ void dop_counter_tile(const dop_kparams &p, int rt, int ks, int slice, int)
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
     __shared__ int last;
-    int row0 = blockIdx.x * DOP_ROWS, slice = blockIdx.z;
-    int kbeg = blockIdx.y * p.k_per_cta;
+    int row0 = rt * DOP_ROWS;
+    int kbeg = ks * p.k_per_cta;
     int kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
     dop_tile_init(p, row0, slice, t);
@@ -616,16 +860,16 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(cons
         if (r < t.rank_of[j])
             atomicAdd(v + (long long)(row0 + j) * p.ldv + r, sv[j][r]);
     }
-    __threadfence(); /* this CTA's partials are visible device-wide before it counts itself in */
+    __threadfence(); /* this tile's partials are visible device-wide before it counts itself in */
     __syncthreads();
     if (threadIdx.x == 0) {
-        unsigned *cnt = reinterpret_cast<unsigned *>(p.counters) + (long long)blockIdx.x * gridDim.z + slice;
-        last = atomicAdd(cnt, 1u) == gridDim.y - 1;
+        unsigned *cnt = reinterpret_cast<unsigned *>(p.counters) + (long long)rt * p.num_slices + slice;
+        last = atomicAdd(cnt, 1u) == (unsigned)dop_k_splits(p) - 1u;
     }
     __syncthreads();
     if (!last)
         return;
-    __threadfence(); /* the other CTAs' partials, counted before us, are complete */
+    __threadfence(); /* the other tiles' partials, counted before us, are complete */
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
         sv[j][r] = r < t.rank_of[j] ? __ldcg(v + (long long)(row0 + j) * p.ldv + r) : 0.f; /* from L2, not L1 */
@@ -633,4 +877,24 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(cons
     __syncthreads();
     for (int col0 = 0; col0 < p.d_out[slice]; col0 += DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_kparams p)
+{
+    DOP_FOR_TILES(dop_k_splits(p), dop_shrink_tile);
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_kparams p)
+{
+    DOP_FOR_TILES(dop_col_tiles(p), dop_expand_tile_at);
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused(const dop_kparams p)
+{
+    DOP_FOR_TILES(dop_col_tiles(p), dop_fused_tile);
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(const dop_kparams p)
+{
+    DOP_FOR_TILES(dop_k_splits(p), dop_counter_tile);
 }

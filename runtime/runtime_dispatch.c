@@ -88,7 +88,10 @@ void runtime_perf_key(cache_key *k, runtime_op op, const runtime_perf_shape *ps,
     cache_key_bytes(k, cls, sizeof *cls);
 }
 
-/* Value stored in the schedules database. */
+/* Value stored in the schedules database. Version 2 holds a version-2 schedule
+ * (14 bytes: stages, persist); a version-1 value (12-byte schedule) has another
+ * size and version and is refused, so dispatch picks again instead of misreading it. */
+#define PLAN_VALUE_VERSION 2
 typedef struct plan_value {
     uint32_t version;
     uint32_t origin; /* 1 warm (cost model / heuristic offline), 2 tuned (measured) */
@@ -101,7 +104,7 @@ void runtime_plan_value_encode(const search_schedule *s, unsigned origin, float 
 {
     plan_value v;
     memset(&v, 0, sizeof v);
-    v.version = 1;
+    v.version = PLAN_VALUE_VERSION;
     v.origin = origin;
     v.sched = *s;
     v.measured_us = measured_us;
@@ -120,7 +123,7 @@ int runtime_plan_value_decode(const void *buf, size_t len, search_schedule *s, i
     if (len != sizeof v)
         return -1;
     memcpy(&v, buf, sizeof v);
-    if (v.version != 1 || !search_schedule_legal(&v.sched, max_rank, NULL, 0))
+    if (v.version != PLAN_VALUE_VERSION || !search_schedule_legal(&v.sched, max_rank, NULL, 0))
         return -1;
     *s = v.sched;
     return 0;
@@ -325,7 +328,7 @@ generic:
 search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_t d_in, int32_t num_slices,
                                          int sm_count)
 {
-    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0);
+    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0, 1, 0);
     int want = num_rows > 0 ? (2 * sm_count + num_rows * num_slices - 1) / (num_rows * num_slices) : 1;
     int max_split = (d_in + 255) / 256;
     int split = want < 1 ? 1 : want > max_split ? max_split : want;
@@ -350,6 +353,7 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
 {
     memset(out, 0, sizeof *out);
     out->version = SEARCH_SCHEDULE_VERSION;
+    out->stages = 1;
     out->vec = d_in % 8 == 0 ? 8 : d_in % 4 == 0 ? 4 : d_in % 2 == 0 ? 2 : 1;
     int mean = sum->groups ? sum->rows_with_adapter / sum->groups : 1;
     out->cols = 256;

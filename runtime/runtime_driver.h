@@ -44,6 +44,7 @@
     X(cuModuleUnload)                                                                                              \
     X(cuModuleGetFunction)                                                                                         \
     X(cuFuncGetAttribute)                                                                                          \
+    X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                                 \
     X(cuLaunchKernel)                                                                                              \
     X(cuStreamCreate)                                                                                              \
     X(cuStreamDestroy)                                                                                             \

@@ -30,6 +30,9 @@ typedef struct runtime_kernel {
     search_schedule sched;
     CUmodule module;
     CUfunction shrink, expand, fused, counter;
+    /* persist modules: CTAs of shrink, expand, fused, counter that are resident on
+     * the device at once (SMs x occupancy), the size of their persistent grids */
+    unsigned resident[4];
 } runtime_kernel;
 
 /* A module to prepare. */

@@ -92,6 +92,20 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
         free(k);
         return runtime_fail_cu(ctx, r, "cuModuleGetFunction");
     }
+    if (s->persist) {
+        /* a persistent grid is as many CTAs as run at once: SMs x the occupancy of
+         * each entry point (registers, static shared memory, threads); at least one per SM */
+        CUfunction fs[4] = {k->shrink, k->expand, k->fused, k->counter};
+        unsigned sms = ctx->info.sm_count > 0 ? (unsigned)ctx->info.sm_count : 1u;
+        for (int i = 0; i < 4; ++i) {
+            int n = 0;
+            if (ctx->drv->fn_cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, fs[i], 32 * (int)s->warps, 0) !=
+                    CUDA_SUCCESS ||
+                n < 1)
+                n = 1;
+            k->resident[i] = sms * (unsigned)n;
+        }
+    }
     pthread_mutex_lock(&ctx->lock);
     if (from_cache)
         ctx->stats.cubins_from_cache++;

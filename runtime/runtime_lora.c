@@ -422,6 +422,26 @@ static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned g
     return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, what);
 }
 
+enum { ENTRY_SHRINK, ENTRY_EXPAND, ENTRY_FUSED, ENTRY_COUNTER };
+
+/* Launches entry point `entry` of k over gx x gy x gz tiles: that grid for a
+ * one-tile-per-CTA module; for a persist module a 1-D grid of the CTAs that fit
+ * on the device at once (never more than the tiles), each striding over the
+ * tiles (the kernel takes the tile counts from kp, not from the grid). */
+static dop_status launch_tiles(dop_context *ctx, const runtime_kernel *k, int entry, unsigned long long gx,
+                               unsigned long long gy, unsigned long long gz, unsigned threads, dop_kparams *kp,
+                               dop_stream stream, const char *what)
+{
+    CUfunction fs[4] = {k->shrink, k->expand, k->fused, k->counter};
+    if (k->sched.persist) {
+        unsigned long long tiles = gx * gy * gz, n = k->resident[entry] ? k->resident[entry] : 1u;
+        return launch(ctx, fs[entry], (unsigned)(tiles < n ? tiles : n), 1, 1, threads, kp, stream, what);
+    }
+    if (gy > 65535)
+        gy = 65535; /* column tiles: CTAs stride over the rest */
+    return launch(ctx, fs[entry], (unsigned)gx, (unsigned)gy, (unsigned)gz, threads, kp, stream, what);
+}
+
 static dop_status run_call(dop_context *ctx, const call_args *a)
 {
     const char *fn = a->fn;
@@ -581,9 +601,7 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
 
     unsigned threads = 32u * sched.warps;
     unsigned row_tiles = (unsigned)((c.num_rows + sched.rows - 1) / sched.rows);
-    unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols);
-    if (col_tiles > 65535)
-        col_tiles = 65535;
+    unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols); /* launch_tiles caps it */
     int split = sched.split_k, gran = sched.mma ? 256 : 32 * sched.vec;
     int kpc = (c.d_in + split - 1) / split;
     kpc = (kpc + gran - 1) / gran * gran; /* keeps vector loads aligned inside every CTA's range */
@@ -598,11 +616,11 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
             st = runtime_fail_cu(ctx, r, "cuMemsetD32Async (intermediate and counters)");
             goto out;
         }
-        st = launch(ctx, k->counter, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
-                    "cuLaunchKernel (fused, counters)");
+        st = launch_tiles(ctx, k, ENTRY_COUNTER, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
+                          a->stream, "cuLaunchKernel (fused, counters)");
     } else if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED) {
-        st = launch(ctx, k->fused, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
-                    "cuLaunchKernel (fused)");
+        st = launch_tiles(ctx, k, ENTRY_FUSED, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
+                          "cuLaunchKernel (fused)");
     } else if (a->op == RUNTIME_OP_APPLY) {
         if (split > 1) {
             CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, ws.v_size / 4, (CUstream)a->stream);
@@ -612,17 +630,17 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
             }
         }
         kp.accumulate = 0;
-        st = launch(ctx, k->shrink, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
-                    "cuLaunchKernel (shrink)");
+        st = launch_tiles(ctx, k, ENTRY_SHRINK, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
+                          a->stream, "cuLaunchKernel (shrink)");
         if (st == DOP_OK)
-            st = launch(ctx, k->expand, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
-                        "cuLaunchKernel (expand)");
+            st = launch_tiles(ctx, k, ENTRY_EXPAND, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp,
+                              a->stream, "cuLaunchKernel (expand)");
     } else if (a->op == RUNTIME_OP_SHRINK) {
-        st = launch(ctx, k->shrink, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream,
-                    "cuLaunchKernel (shrink)");
+        st = launch_tiles(ctx, k, ENTRY_SHRINK, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
+                          a->stream, "cuLaunchKernel (shrink)");
     } else {
-        st = launch(ctx, k->expand, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
-                    "cuLaunchKernel (expand)");
+        st = launch_tiles(ctx, k, ENTRY_EXPAND, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp,
+                          a->stream, "cuLaunchKernel (expand)");
     }
     if (st == DOP_OK) {
         t_last_sched = sched;

@@ -37,7 +37,7 @@
 #define JSON_MAX_DEPTH 8
 #define JSON_MAX_STRING 256  /* decoded bytes of one string */
 #define JSON_STRING_ARENA 16384
-#define MAX_STEPS 64
+#define MAX_STEPS 80
 
 static const char *const op_names[] = {"apply", "shrink", "expand"};
 static const char *const dtype_names[] = {NULL, "f16", "bf16"};
@@ -407,6 +407,7 @@ static long long k_per_cta(long long d_in, unsigned split_k, unsigned vec)
 static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, stepgen *g)
 {
     const bool counter = s->sketch == SEARCH_SKETCH_FUSED_COUNTER, mma = s->mma != 0;
+    const bool staged = mma && s->stages > 1, persist = s->persist != 0;
     const bool split = s->sketch == SEARCH_SKETCH_SPLIT || counter; /* d_in split over CTAs */
     const unsigned R = s->rows, W = s->warps, V = s->vec, S = s->split_k, C = s->cols;
     const unsigned U = mma ? s->kc / 16u : s->kc / (32u * s->vec); /* loads (mmas) in flight per K step */
@@ -444,7 +445,10 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
         step(g, "[\"SP\",\"v\",\"r\",null,[8],1]");
     step(g, "[\"FU\",\"v\",[\"%s\",\"%s\"]]", KP, RI);
     int sp_warps = step(g, "[\"SP\",\"v\",\"%s\",null,[%u],1]", IT, W);
-    if (mma)
+    if (staged) /* the chunks of kc (the pipeline's stages) go round the whole CTA; the items split each chunk */
+        step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.0\",\"%s.1\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]",
+             split ? "\"i.0\",\"k.0\",\"s\"," : "", KI, IT, IT, KI, KI);
+    else if (mma)
         step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.1\",\"%s.0\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]",
              split ? "\"i.0\",\"k.0\",\"s\"," : "", IT, IT, KI, KI, KI);
     else
@@ -452,7 +456,11 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
              split ? "\"i.0\",\"k.0\",\"s\"," : "", IT, IT, KI, KI, KI, KI);
     step(g, "[\"PR\",\"v\",\"i.1\",\"group_by_adapter\"]");
     /* v: annotations */
-    if (split) {
+    if (split && persist) {
+        /* one loop over all CTA tiles, strided over the CTAs that fit on the device at once */
+        step(g, "[\"FU\",\"v\",[\"i.0\",\"k.0\",\"s\"]]");
+        step(g, "[\"AN\",\"v\",\"i.0@k.0@s\",\"persistent\"]");
+    } else if (split) {
         step(g, "[\"AN\",\"v\",\"i.0\",\"blockIdx.x\"]");
         step(g, "[\"AN\",\"v\",\"k.0\",\"blockIdx.y\"]");
         step(g, "[\"AN\",\"v\",\"s\",\"blockIdx.z\"]");
@@ -463,6 +471,8 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
         step(g, "[\"AN\",\"v\",\"i.1\",\"tensorize\"]");
         step(g, "[\"PR\",\"v\",\"i.1\",\"mma.m16n8k16\"]");
         step(g, "[\"PR\",\"v\",\"%s.2\",\"pairs_if_aligned\"]", KI);
+        if (staged)
+            step(g, "[\"PR\",\"v\",\"%s.0\",\"software_pipeline$%u\"]", KI, (unsigned)s->stages);
     } else {
         step(g, "[\"AN\",\"v\",\"%s.2\",\"lane\"]", KI);
         step(g, "[\"AN\",\"v\",\"%s.3\",\"vectorize\"]", KI);
@@ -487,6 +497,13 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     step(g, "[\"CA\",\"a\",\"v\",\"%s.0\"]", KI);
     step(g, "[\"CHR\",\"x\",\"local\",[\"v\"],\"ux\"]");
     step(g, "[\"CA\",\"ux\",\"v\",\"%s.%d\"]", KI, mma ? 0 : 1);
+    if (staged) {
+        /* the cp.async ring: x's 16 rows and A's ranks, kc elements per stage, read by ldmatrix */
+        step(g, "[\"CHR\",\"x\",\"shared\",[\"v\"],\"st.x\"]");
+        step(g, "[\"CA\",\"st.x\",\"v\",\"%s.0\"]", KI);
+        step(g, "[\"CHR\",\"A\",\"shared\",[\"v\"],\"st.a\"]");
+        step(g, "[\"CA\",\"st.a\",\"v\",\"%s.0\"]", KI);
+    }
 
     /* y (expand): loops */
     const char *YW = mma ? "n.1.0.1" : "n.1.1"; /* the iterator of a warp (mma) or a thread */
@@ -506,7 +523,10 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     }
     step(g, "[\"PR\",\"y\",\"i.1\",\"group_by_adapter\"]");
     /* y: annotations */
-    if (!counter) {
+    if (!counter && persist) {
+        step(g, "[\"FU\",\"y\",[\"i.0\",\"n.0\",\"s\"]]");
+        step(g, "[\"AN\",\"y\",\"i.0@n.0@s\",\"persistent\"]");
+    } else if (!counter) {
         step(g, "[\"AN\",\"y\",\"i.0\",\"blockIdx.x\"]");
         step(g, "[\"AN\",\"y\",\"n.0\",\"blockIdx.y\"]");
         step(g, "[\"PR\",\"y\",\"n.0\",\"grid_stride\"]");
@@ -1330,7 +1350,8 @@ static bool sp_length(jdoc *d, const int *sp, int f, int nlen, int at, int64_t l
 /* The schedule the steps describe (their consistency is checked by the caller). */
 static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
 {
-    bool split = false, fused = false, counter = false, mma = false;
+    bool split = false, fused = false, counter = false, mma = false, persist = false;
+    int stages = 1;
     int sp[SPF_COUNT];
     for (int f = 0; f < SPF_COUNT; ++f)
         sp[f] = -1;
@@ -1341,9 +1362,20 @@ static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
             for (int f = 0; f < SPF_COUNT; ++f)
                 if (sp[f] < 0 && jstreq(d, a1, spf_stage[f]) && jstreq(d, a2, spf_iter[f]))
                     sp[f] = c;
-        } else if (jstreq(d, k, "AN") && jstreq(d, a1, "v")) {
+        } else if (jstreq(d, k, "AN")) {
             int a2 = jn(d, a1)->next, a3 = jn(d, a2)->next;
-            mma |= jstreq(d, a2, "i.1") && jstreq(d, a3, "tensorize");
+            mma |= jstreq(d, a1, "v") && jstreq(d, a2, "i.1") && jstreq(d, a3, "tensorize");
+            persist |= jstreq(d, a3, "persistent");
+        } else if (jstreq(d, k, "PR") && jstreq(d, a1, "v")) {
+            /* ["PR","v",<K step>,"software_pipeline$N"]: N stages of the cp.async ring (one digit) */
+            int a3 = jn(d, jn(d, a1)->next)->next;
+            char pr[32];
+            jcopy(d, a3, pr, sizeof pr);
+            if (!strncmp(pr, "software_pipeline$", 18)) {
+                if (pr[18] < '2' || pr[18] > '9' || pr[19] != '\0')
+                    return jfail(d, "steps: \"%s\" is not software_pipeline$N with N stages in 2..9", pr);
+                stages = pr[18] - '0';
+            }
         } else if (jstreq(d, k, "CR")) {
             split |= jstreq(d, a1, "v");
         } else if (jstreq(d, k, "CA") && (jstreq(d, a1, "v") || jstreq(d, a1, "y"))) {
@@ -1388,6 +1420,8 @@ static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
     s->split_k = (uint8_t)split_k;
     s->cols = (uint16_t)cols;
     s->mma = mma ? 1 : 0;
+    s->stages = (uint8_t)stages;
+    s->persist = persist ? 1 : 0;
     return true;
 }
 

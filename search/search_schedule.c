@@ -6,9 +6,13 @@
  * of warp-wide vector loads per lane, and the static shared memory (fp32
  * intermediate, row grouping) stays under 48 KiB.
  *
- * Only rows, warps, vec, kc and cols shape the generated source; the sketch
- * chooses which entry points run and split_k is a launch parameter, so
- * schedules that differ only there share one compiled module
+ * With stages > 1 (tensor cores only) the shrink stages x and A tiles of kc
+ * elements through a ring of `stages` shared-memory buffers (cp.async), which
+ * counts against the same 48 KiB.
+ *
+ * Only rows, warps, vec, kc, cols, mma, stages and persist shape the generated
+ * source; the sketch chooses which entry points run and split_k is a launch
+ * parameter, so schedules that differ only there share one compiled module
  * (search_schedule_module_key).
  */
 #include "search_schedule.h"
@@ -23,7 +27,7 @@ static bool is_pow2_in(unsigned v, unsigned lo, unsigned hi)
 }
 
 search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
-                                     unsigned split_k, unsigned cols, unsigned mma)
+                                     unsigned split_k, unsigned cols, unsigned mma, unsigned stages, unsigned persist)
 {
     search_schedule s;
     memset(&s, 0, sizeof s);
@@ -36,6 +40,8 @@ search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned wa
     s.split_k = (uint8_t)split_k;
     s.cols = (uint16_t)cols;
     s.mma = (uint8_t)mma;
+    s.stages = (uint8_t)stages;
+    s.persist = (uint8_t)persist;
     return s;
 }
 
@@ -43,7 +49,14 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank)
 {
     size_t tile = (size_t)s->rows * 36 + 8;            /* struct dop_tile */
     size_t v = (size_t)s->rows * (size_t)max_rank * 4; /* fp32 intermediate */
-    return tile + v;
+    size_t ring = 0;
+    if (s->mma && s->stages > 1) {
+        /* struct dop_stage x stages: x [16][kc + 8] and A [ranks rounded up to 8][kc + 8]
+         * of 16-bit elements (rows padded by 16 bytes), plus 16 bytes of alignment */
+        size_t ra = ((size_t)(max_rank > 0 ? max_rank : 0) + 7) / 8 * 8;
+        ring = (size_t)s->stages * (16 + ra) * ((size_t)s->kc + 8) * 2 + 16;
+    }
+    return tile + v + ring;
 }
 
 static bool fail(char *why, size_t len, const char *fmt, ...)
@@ -83,6 +96,13 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "split-K %u not in 1..64", s->split_k);
     if (s->sketch == SEARCH_SKETCH_FUSED && s->split_k != 1)
         return fail(why, why_len, "the fused sketch has no split-K (got %u)", s->split_k);
+    if (s->stages < 1 || s->stages > SEARCH_MAX_STAGES)
+        return fail(why, why_len, "stages %u not in 1..%d", s->stages, SEARCH_MAX_STAGES);
+    if (s->stages > 1 && !s->mma)
+        return fail(why, why_len, "stages %u: only the tensor-core (mma) shrink stages its tiles (1 without mma)",
+                    s->stages);
+    if (s->persist > 1)
+        return fail(why, why_len, "persist is %u, not 0 or 1", s->persist);
     if (s->reserved != 0)
         return fail(why, why_len, "reserved field is %u, not 0", s->reserved);
     if (s->mma > 1)
@@ -107,8 +127,11 @@ int search_schedule_format(const search_schedule *s, char *buf, size_t len)
                      : s->sketch == SEARCH_SKETCH_FUSED          ? "fused"
                      : s->sketch == SEARCH_SKETCH_FUSED_COUNTER  ? "counter"
                                                                  : "?";
-    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s", sk, s->rows, s->warps, s->vec,
-                    s->kc, s->split_k, s->cols, s->mma ? " mma" : "");
+    char st[16] = "";
+    if (s->stages != 1)
+        snprintf(st, sizeof st, " stages=%u", s->stages);
+    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s%s%s", sk, s->rows, s->warps,
+                    s->vec, s->kc, s->split_k, s->cols, s->mma ? " mma" : "", st, s->persist ? " persist=1" : "");
 }
 
 search_schedule search_schedule_module_key(const search_schedule *s)
@@ -130,11 +153,24 @@ int search_schedule_parse(const char *text, search_schedule *out)
                &cols, &used) != 7)
         return -1;
     int mma = 0;
-    if (!strncmp(text + used, "mma", 3)) {
+    unsigned stages = 1, persist = 0;
+    if (!strncmp(text + used, "mma", 3) && (text[used + 3] == ' ' || text[used + 3] == '\0')) {
         mma = 1;
         used += 3;
         while (text[used] == ' ')
             ++used;
+    }
+    if (!strncmp(text + used, "stages=", 7)) {
+        int n = 0;
+        if (sscanf(text + used, "stages=%u %n", &stages, &n) != 1 || n == 0 || stages > 255)
+            return -1;
+        used += n;
+    }
+    if (!strncmp(text + used, "persist=", 8)) {
+        int n = 0;
+        if (sscanf(text + used, "persist=%u %n", &persist, &n) != 1 || n == 0 || persist > 255)
+            return -1;
+        used += n;
     }
     if (text[used] != '\0')
         return -1;
@@ -149,7 +185,7 @@ int search_schedule_parse(const char *text, search_schedule *out)
         return -1;
     if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)
         return -1;
-    search_schedule s = search_schedule_make(sketch, rows, warps, vec, kc, split, cols, (unsigned)mma);
+    search_schedule s = search_schedule_make(sketch, rows, warps, vec, kc, split, cols, (unsigned)mma, stages, persist);
     *out = s;
     return 0;
 }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SEARCH_SCHEDULE_VERSION 1
+#define SEARCH_SCHEDULE_VERSION 2
 
 #define SEARCH_MAX_SLICES 8 /* DOP_MAX_SLICES */
 
@@ -39,17 +39,25 @@ typedef struct search_schedule {
     uint16_t kc;       /* K elements a warp covers per loop step: 32 lanes x vec x 1..16 loads in flight */
     uint16_t cols;     /* output columns per CTA */
     uint8_t mma;       /* 0: CUDA-core FMAs; 1: tensor cores (mma.sync m16n8k16), 16-row tiles */
+    uint8_t stages;    /* cp.async stages of the tensor-core shrink's x and A tiles in shared
+                        * memory: 1 (no staging: fragments from global memory), 2, 3, 4 (mma only) */
+    uint8_t persist;   /* 0: one tile per CTA; 1: persistent grid (as many CTAs as fit at once,
+                        * each looping over tiles with a grid stride) */
     uint8_t reserved;  /* zero */
 } search_schedule;
+
+/* Largest stage count of the cp.async pipeline. */
+#define SEARCH_MAX_STAGES 4
 
 /* Static shared memory one CTA may use (no opt-in needed on sm_80+). */
 #define SEARCH_STATIC_SMEM_LIMIT (48 * 1024)
 
 /* A schedule of the current version with the given fields (legality not checked). */
 search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
-                                     unsigned split_k, unsigned cols, unsigned mma);
+                                     unsigned split_k, unsigned cols, unsigned mma, unsigned stages, unsigned persist);
 
-/* Shared memory the kernels of s need for a shape of max_rank. */
+/* Shared memory the kernels of s need for a shape of max_rank (static: the row
+ * tile, the fp32 intermediate and, with stages > 1, the ring of x and A tiles). */
 size_t search_schedule_smem(const search_schedule *s, int max_rank);
 
 /*
@@ -59,13 +67,16 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank);
 bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len);
 
 /* The schedule with only the fields that change the generated source kept
- * (sketch and split_k normalised): equal keys share one compiled module. */
+ * (sketch and split_k normalised; stages and persist are compile-time and
+ * kept): equal keys share one compiled module. */
 search_schedule search_schedule_module_key(const search_schedule *s);
 
-/* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256"; returns snprintf's result. */
+/* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256", then " mma", " stages=N"
+ * and " persist=1" when they are not 0, 1 and 0; returns snprintf's result. */
 int search_schedule_format(const search_schedule *s, char *buf, size_t len);
 
-/* Inverse of search_schedule_format (legality is not checked). 0 on success, -1 on bad text. */
+/* Inverse of search_schedule_format (legality is not checked); text without
+ * stages / persist (version 1) reads as stages=1 persist=0. 0 on success, -1 on bad text. */
 int search_schedule_parse(const char *text, search_schedule *out);
 
 #endif

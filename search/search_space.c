@@ -6,9 +6,9 @@
  * (kc through its multiple of 32 * vec), so every schedule of the space is
  * exactly one grid point (kc of an mma schedule through its multiple of 16).
  * The rules are checked in stages, each needing only the annotations before
- * it in the order sketch, mma, rows, warps, vec, split_k, kc, cols, so the
- * enumeration prunes a whole subtree at the first broken rule and costs
- * about the size of the space, not of the grid (259200 points). Sampling
+ * it in the order sketch, mma, rows, warps, vec, split_k, kc, stages, cols,
+ * persist, so the enumeration prunes a whole subtree at the first broken rule
+ * and costs about the size of the space, not of the grid (2073600 points). Sampling
  * draws grid points uniformly and keeps the first legal one, which is uniform
  * over the space; after a bounded number of misses (tiny spaces) it draws an
  * index into the enumeration instead, uniform too.
@@ -32,6 +32,8 @@ static const unsigned k_split[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
 static const unsigned k_cols[] = {32, 64, 128, 256, 512, 1024};
 static const unsigned k_sketch[] = {SEARCH_SKETCH_SPLIT, SEARCH_SKETCH_FUSED, SEARCH_SKETCH_FUSED_COUNTER};
 static const unsigned k_mma[] = {0, 1};
+static const unsigned k_stages[] = {1, 2, 3, 4}; /* 2..4: mma only */
+static const unsigned k_persist[] = {0, 1};
 #define MMA_ROWS 16u     /* the one tile height of the tensor-core path */
 #define MMA_VEC 8u       /* and its vector width */
 #define MMA_KC_STEP 16u  /* kc of an mma schedule: 16 * {1 2 4 8} */
@@ -40,7 +42,7 @@ static const unsigned k_mma[] = {0, 1};
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* Fields, in the order of search_space_crossover and the repair cost. */
-enum { F_SKETCH, F_ROWS, F_WARPS, F_VEC, F_KC, F_SPLIT, F_COLS, F_MMA, F_COUNT };
+enum { F_SKETCH, F_ROWS, F_WARPS, F_VEC, F_KC, F_SPLIT, F_COLS, F_MMA, F_STAGES, F_PERSIST, F_COUNT };
 _Static_assert(F_COUNT == SEARCH_SPACE_FIELDS, "field count");
 
 static unsigned get_field(const search_schedule *s, int f)
@@ -53,6 +55,8 @@ static unsigned get_field(const search_schedule *s, int f)
     case F_KC: return s->kc;
     case F_SPLIT: return s->split_k;
     case F_MMA: return s->mma;
+    case F_STAGES: return s->stages;
+    case F_PERSIST: return s->persist;
     default: return s->cols;
     }
 }
@@ -67,6 +71,8 @@ static void set_field(search_schedule *s, int f, unsigned v)
     case F_KC: s->kc = (uint16_t)v; break;
     case F_SPLIT: s->split_k = (uint8_t)v; break;
     case F_MMA: s->mma = (uint8_t)v; break;
+    case F_STAGES: s->stages = (uint8_t)v; break;
+    case F_PERSIST: s->persist = (uint8_t)v; break;
     default: s->cols = (uint16_t)v; break;
     }
 }
@@ -303,6 +309,40 @@ static bool rule_kc(const space_ctx *c, unsigned sketch, unsigned mma, unsigned 
     return true;
 }
 
+/* stages: 1 without mma and for op expand (its kernel has no shrink); with mma
+ * the ring of x and A tiles must fit the target's shared memory with the rest */
+static bool rule_stages(const space_ctx *c, unsigned mma, unsigned kc, unsigned stages, char *why, size_t len)
+{
+    if (!in_list(stages, k_stages, N_OF(k_stages)))
+        return fail(why, len, "stages %u not in 1..4", stages);
+    if (stages == 1)
+        return true;
+    if (!mma)
+        return fail(why, len, "stages %u without mma: only the tensor-core shrink stages its tiles (pinned to 1)",
+                    stages);
+    if (c->p->op == SEARCH_OP_EXPAND)
+        return fail(why, len, "op expand runs no shrink: stages is pinned to 1 (got %u)", stages);
+    search_schedule t;
+    memset(&t, 0, sizeof t);
+    t.rows = (uint8_t)MMA_ROWS;
+    t.mma = 1;
+    t.kc = (uint16_t)kc;
+    t.stages = (uint8_t)stages;
+    size_t smem = search_schedule_smem(&t, c->p->max_rank);
+    if (smem > c->smem_limit)
+        return fail(why, len, "%u stages of kc %u need %zu bytes of shared memory, more than the %zu of the target",
+                    stages, kc, smem, c->smem_limit);
+    return true;
+}
+
+/* persist: every entry point has the persistent loop, so it is free for every sketch and op */
+static bool rule_persist(unsigned persist, char *why, size_t len)
+{
+    if (!in_list(persist, k_persist, N_OF(k_persist)))
+        return fail(why, len, "persist %u not 0 or 1", persist);
+    return true;
+}
+
 static bool rule_cols(const space_ctx *c, unsigned cols, char *why, size_t len)
 {
     if (!in_list(cols, k_cols, N_OF(k_cols)))
@@ -325,7 +365,9 @@ static bool legal_ctx(const space_ctx *c, const search_schedule *s, char *why, s
     return rule_sketch(c, s->sketch, why, len) && rule_mma(c, s->mma, why, len) &&
            rule_rows(c, s->mma, s->rows, why, len) && rule_warps(c, s->warps, why, len) &&
            rule_vec(c, s->mma, s->vec, why, len) && rule_split(c, s->sketch, s->mma, s->vec, s->split_k, why, len) &&
-           rule_kc(c, s->sketch, s->mma, s->vec, s->split_k, s->kc, why, len) && rule_cols(c, s->cols, why, len);
+           rule_kc(c, s->sketch, s->mma, s->vec, s->split_k, s->kc, why, len) &&
+           rule_stages(c, s->mma, s->kc, s->stages, why, len) && rule_cols(c, s->cols, why, len) &&
+           rule_persist(s->persist, why, len);
 }
 
 bool search_space_legal(const search_problem *p, const search_schedule *s, char *why, size_t why_len)
@@ -346,6 +388,7 @@ static search_schedule blank(void)
     search_schedule s;
     memset(&s, 0, sizeof s);
     s.version = SEARCH_SCHEDULE_VERSION;
+    s.stages = 1;
     return s;
 }
 
@@ -382,10 +425,17 @@ static long walk(const space_ctx *c, unsigned only, search_space_fn fn, void *us
                             if (!rule_kc(c, s.sketch, s.mma, s.vec, s.split_k, kc, NULL, 0))
                                 continue;
                             s.kc = (uint16_t)kc;
-                            for (int o = 0; o < N_OF(k_cols); ++o) {
-                                if (!rule_cols(c, k_cols[o], NULL, 0))
+                            for (int q = 0; q < N_OF(k_stages) * N_OF(k_cols) * N_OF(k_persist); ++q) {
+                                /* stages, then cols, then persist: one loop, as for sketch and mma */
+                                unsigned st = k_stages[q / (N_OF(k_cols) * N_OF(k_persist))];
+                                unsigned co = k_cols[q / N_OF(k_persist) % N_OF(k_cols)];
+                                unsigned pe = k_persist[q % N_OF(k_persist)];
+                                if (!rule_stages(c, s.mma, s.kc, st, NULL, 0) || !rule_cols(c, co, NULL, 0) ||
+                                    !rule_persist(pe, NULL, 0))
                                     continue;
-                                s.cols = (uint16_t)k_cols[o];
+                                s.stages = (uint8_t)st;
+                                s.cols = (uint16_t)co;
+                                s.persist = (uint8_t)pe;
                                 if (!search_schedule_legal(&s, c->p->max_rank, NULL, 0))
                                     continue;
                                 ++n;
@@ -490,7 +540,7 @@ uint64_t search_rng_below(uint64_t *state, uint64_t n)
 
 /* Grid points tried before the exact draw: enough that spaces holding a few
  * percent of the grid almost never get there. */
-#define SAMPLE_TRIES 512
+#define SAMPLE_TRIES 2048
 
 static int sample_ctx(const space_ctx *c, unsigned only, uint64_t *rng, search_schedule *out)
 {
@@ -504,6 +554,8 @@ static int sample_ctx(const space_ctx *c, unsigned only, uint64_t *rng, search_s
         s.split_k = (uint8_t)k_split[search_rng_below(rng, N_OF(k_split))];
         s.kc = (uint16_t)(kc_step(s.mma, s.vec) * k_mult[search_rng_below(rng, N_OF(k_mult))]);
         s.cols = (uint16_t)k_cols[search_rng_below(rng, N_OF(k_cols))];
+        s.stages = (uint8_t)k_stages[search_rng_below(rng, N_OF(k_stages))];
+        s.persist = (uint8_t)k_persist[search_rng_below(rng, N_OF(k_persist))];
         if (legal_ctx(c, &s, NULL, 0)) {
             *out = s;
             return 0;
@@ -550,12 +602,20 @@ static long field_dist(unsigned a, unsigned b)
     return 1 + (d < 0 ? -d : d);
 }
 
-/* Position in the enumeration order (sketch, mma, rows, warps, vec, split_k, kc, cols). */
+/* Position in the enumeration order (sketch, mma, rows, warps, vec, split_k, kc,
+ * stages, cols, persist), for schedules of the space (each field in its domain). */
 static uint64_t order_key(const search_schedule *s)
 {
-    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 48 |
-           (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
-           (uint64_t)s->split_k << 24 | (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5);
+    uint64_t k = s->sketch & 3u;
+    k = k << 1 | (s->mma & 1u);
+    k = k << 6 | (s->rows & 63u);
+    k = k << 5 | (s->warps & 31u);
+    k = k << 4 | (s->vec & 15u);
+    k = k << 7 | (s->split_k & 127u);
+    k = k << 13 | (s->kc & 8191u);
+    k = k << 3 | (s->stages & 7u);
+    k = k << 11 | (s->cols & 2047u);
+    return k << 1 | (s->persist & 1u);
 }
 
 typedef struct repair_state {
@@ -639,15 +699,17 @@ static int different_fn(const search_schedule *s, void *user)
 }
 
 /* Fields whose domain depends on field f (the order sketch, mma, rows, vec,
- * split_k, kc): after f moves, these may have to follow. mma pins rows and
- * vec and changes the K granularity (split_k) and the K step (kc). */
+ * split_k, kc, stages): after f moves, these may have to follow. mma pins rows
+ * and vec, changes the K granularity (split_k) and the K step (kc) and allows
+ * stages; the stages' ring grows with kc. */
 static unsigned dependents_of(int f)
 {
     switch (f) {
-    case F_MMA: return 1u << F_ROWS | 1u << F_VEC | 1u << F_SPLIT | 1u << F_KC;
+    case F_MMA: return 1u << F_ROWS | 1u << F_VEC | 1u << F_SPLIT | 1u << F_KC | 1u << F_STAGES;
     case F_SKETCH:
-    case F_VEC: return 1u << F_SPLIT | 1u << F_KC;
-    case F_SPLIT: return 1u << F_KC;
+    case F_VEC: return 1u << F_SPLIT | 1u << F_KC | 1u << F_STAGES;
+    case F_SPLIT: return 1u << F_KC | 1u << F_STAGES;
+    case F_KC: return 1u << F_STAGES;
     default: return 0;
     }
 }
@@ -665,30 +727,36 @@ static int fix_dependents(const space_ctx *c, int f, search_schedule *t)
     const search_schedule want = *t;
     long best = -1;
     search_schedule found = want;
-    /* every dependent runs over its domain, the others stay (kc is always a dependent) */
+    /* every dependent runs over its domain, the others stay */
     int nr = dep >> F_ROWS & 1u ? N_OF(k_rows) : 1;
     int nv = dep >> F_VEC & 1u ? N_OF(k_vec) : 1;
     int ns = dep >> F_SPLIT & 1u ? N_OF(k_split) : 1;
+    int nm = dep >> F_KC & 1u ? N_OF(k_mult) : 1;
+    int nt = dep >> F_STAGES & 1u ? N_OF(k_stages) : 1;
     for (int r = 0; r < nr; ++r)
         for (int v = 0; v < nv; ++v)
             for (int i = 0; i < ns; ++i)
-                for (int m = 0; m < N_OF(k_mult); ++m) {
-                    search_schedule u = want;
-                    if (dep >> F_ROWS & 1u)
-                        u.rows = (uint8_t)k_rows[r];
-                    if (dep >> F_VEC & 1u)
-                        u.vec = (uint8_t)k_vec[v];
-                    if (dep >> F_SPLIT & 1u)
-                        u.split_k = (uint8_t)k_split[i];
-                    u.kc = (uint16_t)(kc_step(u.mma, u.vec) * k_mult[m]);
-                    if (!legal_ctx(c, &u, NULL, 0))
-                        continue;
-                    long cost = repair_cost(&u, &want, &want);
-                    if (best < 0 || cost < best) {
-                        best = cost;
-                        found = u;
+                for (int m = 0; m < nm; ++m)
+                    for (int q = 0; q < nt; ++q) {
+                        search_schedule u = want;
+                        if (dep >> F_ROWS & 1u)
+                            u.rows = (uint8_t)k_rows[r];
+                        if (dep >> F_VEC & 1u)
+                            u.vec = (uint8_t)k_vec[v];
+                        if (dep >> F_SPLIT & 1u)
+                            u.split_k = (uint8_t)k_split[i];
+                        if (dep >> F_KC & 1u)
+                            u.kc = (uint16_t)(kc_step(u.mma, u.vec) * k_mult[m]);
+                        if (dep >> F_STAGES & 1u)
+                            u.stages = (uint8_t)k_stages[q];
+                        if (!legal_ctx(c, &u, NULL, 0))
+                            continue;
+                        long cost = repair_cost(&u, &want, &want);
+                        if (best < 0 || cost < best) {
+                            best = cost;
+                            found = u;
+                        }
                     }
-                }
     if (best < 0)
         return -1;
     *t = found;
@@ -716,6 +784,8 @@ int search_space_mutate(const search_problem *p, const search_schedule *in, uint
         case F_WARPS: dom = k_warps, n = N_OF(k_warps); break;
         case F_VEC: dom = k_vec, n = N_OF(k_vec); break;
         case F_MMA: dom = k_mma, n = N_OF(k_mma); break;
+        case F_STAGES: dom = k_stages, n = N_OF(k_stages); break;
+        case F_PERSIST: dom = k_persist, n = N_OF(k_persist); break;
         case F_KC:
             for (int i = 0; i < N_OF(k_mult); ++i)
                 kcdom[i] = kc_step(in->mma, in->vec) * k_mult[i];

@@ -33,13 +33,22 @@
  *                                       K range holds (more would only be masked)
  *            mma 1: 16 * {1 2 4 8}      kc / 16 <= the next power of two of
  *                                       (K range of one CTA) / 16, at most 8
+ *   stages   1 2 3 4                    2..4 (cp.async ring of x and A tiles)
+ *                                       only with mma and not for op expand; the
+ *                                       ring (stages x (16 + max_rank rounded up
+ *                                       to 8) x (kc + 8) x 2 bytes) fits
+ *                                       smem_per_block with the rest of the CTA
  *   cols     32 64 128 256 512 1024     <= the next power of two >= max d_out
+ *   persist  0 1                        free: every entry point has the
+ *                                       persistent loop (1-D grid of the CTAs
+ *                                       that fit at once, grid-stride over tiles)
  *
  * Annotations an op's kernels never read are pinned, so no two schedules of
  * the space differ only in what the op ignores: op expand pins vec 1,
  * kc 32 and split_k 1 (with mma: vec 8, kc 16, split_k 1: its tensor-core
- * path reads neither); op shrink pins cols 32 (and split_k 1 when it
- * overwrites its output, as the runtime forces).
+ * path reads neither) and stages 1; op shrink pins cols 32 (and split_k 1
+ * when it overwrites its output, as the runtime forces); without mma stages
+ * is pinned to 1.
  *
  * The search module depends on nothing but search_schedule.h.
  */
@@ -68,8 +77,9 @@ typedef struct search_problem {
     int shrink_overwrite; /* op shrink without DOP_SHRINK_ACCUMULATE: split_k must be 1 */
 } search_problem;
 
-/* Number of annotation fields mutation and crossover work on (sketch and mma included). */
-#define SEARCH_SPACE_FIELDS 8
+/* Number of annotation fields mutation and crossover work on (sketch, mma,
+ * stages and persist included). */
+#define SEARCH_SPACE_FIELDS 10
 
 /* Whether the problem itself is well-formed (why says which field is not). */
 bool search_problem_valid(const search_problem *p, char *why, size_t why_len);
@@ -88,7 +98,8 @@ long search_space_count(const search_problem *p, long *counts);
 
 /*
  * Calls fn for every schedule of the space in a fixed order (sketch split,
- * fused, counter, then mma, rows, warps, vec, split_k, kc, cols ascending). A nonzero
+ * fused, counter, then mma, rows, warps, vec, split_k, kc, stages, cols, persist
+ * ascending). A nonzero
  * return from fn stops the walk. Returns how many schedules fn was given,
  * or -1 for an invalid problem.
  */
@@ -123,14 +134,16 @@ int search_space_repair(const search_problem *p, const search_schedule *in, sear
 /*
  * One move of the schedule: one annotation set to another value of its
  * domain, chosen by first drawing a field (sketch, rows, warps, vec, kc,
- * split_k, cols, mma) uniformly among those with a legal move, then one of
- * its moves. rows, warps, cols and kc change alone. The fields whose domain
- * depends on another follow it when they must: switching the sketch or
- * changing vec may also change split_k and kc, changing split_k may also
- * change kc, switching mma may also change rows, vec, split_k and kc (the
- * fewest of them, each to its nearest legal value, only when the old one is
- * not legal any more; e.g. to fused sets split_k 1, to mma sets rows 16 and
- * vec 8). Returns
+ * split_k, cols, mma, stages, persist) uniformly among those with a legal
+ * move, then one of its moves. rows, warps, cols, stages and persist change
+ * alone. The fields whose domain depends on another follow it when they
+ * must: switching the sketch or changing vec may also change split_k, kc and
+ * stages, changing split_k may also change kc and stages, changing kc may
+ * also change stages (the ring grows with kc), switching mma may also change
+ * rows, vec, split_k, kc and stages (the fewest of them, each to its nearest
+ * legal value, only when the old one is not legal any more; e.g. to fused
+ * sets split_k 1, to mma sets rows 16 and vec 8, from mma sets stages 1).
+ * Returns
  *   0   out differs from in by one move;
  *   1   no move is legal: out is another schedule of the space drawn
  *       uniformly, or in itself when the space holds nothing else;
@@ -140,8 +153,8 @@ int search_space_repair(const search_problem *p, const search_schedule *in, sear
 int search_space_mutate(const search_problem *p, const search_schedule *in, uint64_t *rng, search_schedule *out);
 
 /*
- * Uniform crossover: each of the eight fields (sketch, rows, warps, vec, kc,
- * split_k, cols, mma) taken from a or b by a coin flip; a child outside the space
+ * Uniform crossover: each of the ten fields (sketch, rows, warps, vec, kc,
+ * split_k, cols, mma, stages, persist) taken from a or b by a coin flip; a child outside the space
  * is repaired to the legal schedule nearest to it that takes the most fields
  * from either parent. Returns how many fields of out match neither parent
  * (0 in the usual case), or -1 for an invalid or empty space or NULL

@@ -354,6 +354,7 @@ static CUresult fk_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsign
 }
 FK_SET(cuStreamIsCapturing, (CUstream s, CUstreamCaptureStatus *c), *c = g_fk.capture)
 FK_SET(cuFuncGetAttribute, (int *v, CUfunction_attribute a, CUfunction f), *v = 0)
+FK_SET(cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *n, CUfunction f, int threads, size_t smem), *n = 2)
 FK_SET(cuStreamCreate, (CUstream *s, unsigned f), *s = (CUstream)FK_STREAM)
 FK_SET(cuEventCreate, (CUevent *e, unsigned f), *e = NULL)
 FK_SET(cuEventElapsedTime, (float *ms, CUevent a, CUevent b), *ms = 0.f)

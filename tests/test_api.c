@@ -37,7 +37,7 @@
 /* A schedule; designated, so that fields added to search_schedule start at zero. */
 #define SCHED_INIT(SKETCH, ROWS, WARPS, VEC, SPLIT, KC, COLS)                                                      \
     {.version = SEARCH_SCHEDULE_VERSION, .sketch = SKETCH, .rows = ROWS, .warps = WARPS, .vec = VEC,               \
-     .split_k = SPLIT, .kc = KC, .cols = COLS}
+     .split_k = SPLIT, .kc = KC, .cols = COLS, .stages = 1}
 #define AP RUNTIME_OP_APPLY
 #define SH RUNTIME_OP_SHRINK
 #define EX RUNTIME_OP_EXPAND
@@ -836,6 +836,35 @@ static void test_apply_table_device_layout(void **state)
     assert_int_equal(compiled(), a.kernels_compiled);
     check_grid(AP, &f->shape, 256);
     assert_int_equal(g_fk.launch[0].kind, FK_FUSED);
+
+    /* a persistent grid: one dimension, the tiles of the one-tile grid or the CTAs that fit at
+     * once (132 SMs x the fake's occupancy of 2), whichever is fewer; the same argument block */
+    for (int sk = 0; sk < 3; ++sk) {
+        search_schedule one = S1;
+        one.sketch = (uint8_t)(sk == 0 ? SEARCH_SKETCH_SPLIT : sk == 1 ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_FUSED_COUNTER);
+        if (one.sketch == SEARCH_SKETCH_FUSED)
+            one.split_k = 1;
+        runtime_force_schedule(&one);
+        RUN_OK(AP, c_.lay = &l);
+        int nl = g_fk.nlaunch;
+        unsigned long long tiles[2];
+        dop_kparams kps[2];
+        for (int i = 0; i < nl; ++i) {
+            tiles[i] = (unsigned long long)g_fk.launch[i].grid[0] * g_fk.launch[i].grid[1] * g_fk.launch[i].grid[2];
+            kps[i] = g_fk.launch[i].kp;
+        }
+        search_schedule per = one;
+        per.persist = 1;
+        runtime_force_schedule(&per);
+        RUN_OK(AP, c_.lay = &l);
+        assert_int_equal(g_fk.nlaunch, nl);
+        for (int i = 0; i < nl; ++i) {
+            unsigned long long want = tiles[i] < 264 ? tiles[i] : 264;
+            assert_int_equal(g_fk.launch[i].grid[0], want);
+            assert_true(g_fk.launch[i].grid[1] == 1 && g_fk.launch[i].grid[2] == 1);
+            assert_memory_equal(&g_fk.launch[i].kp, &kps[i], sizeof kps[i]);
+        }
+    }
 }
 
 static void test_apply_uploads(void **state)

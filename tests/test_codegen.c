@@ -34,7 +34,7 @@
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols)
 {
-    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, 0);
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, 0, 1, 0);
 }
 
 static char *gen(const search_schedule *s, kernels_dtype dtype, int max_rank, size_t *len)

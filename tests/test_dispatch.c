@@ -37,7 +37,7 @@
 /* A schedule; designated, so that fields added to search_schedule start at zero. */
 #define SCHED_INIT(SKETCH, ROWS, WARPS, VEC, SPLIT, KC, COLS)                                                      \
     {.version = SEARCH_SCHEDULE_VERSION, .sketch = SKETCH, .rows = ROWS, .warps = WARPS, .vec = VEC,               \
-     .split_k = SPLIT, .kc = KC, .cols = COLS}
+     .split_k = SPLIT, .kc = KC, .cols = COLS, .stages = 1}
 #define AP RUNTIME_OP_APPLY
 #define SH RUNTIME_OP_SHRINK
 #define EX RUNTIME_OP_EXPAND
@@ -679,6 +679,24 @@ static void test_schedules_from_cache(void **state)
     assert_int_equal(runtime_plan_value_decode(val, len, &back, 16), 0);
     assert_memory_equal(&back, &sx_sched, sizeof back);
     assert_int_equal(runtime_plan_value_decode(val, len - 1, &back, 16), -1);
+    {
+        /* a value written before schedule version 2: u32 version 1, u32 origin, the 12-byte
+         * version-1 schedule (its last byte reserved where stages is now), f32 time: refused */
+        unsigned char old[24];
+        memset(old, 0, sizeof old);
+        old[0] = 1;
+        old[4] = 2;
+        const unsigned char s1[12] = {1, SEARCH_SKETCH_SPLIT, 2, 4, 4, 4, 0, 1, 128, 0, 0, 0}; /* kc 256, cols 128 */
+        memcpy(old + 8, s1, sizeof s1);
+        assert_int_equal(runtime_plan_value_decode(old, sizeof old, &back, 16), -1);
+        /* the same bytes in a value of the current size and version: the schedule's version refuses it */
+        unsigned char cur[256];
+        size_t clen = 0;
+        runtime_plan_value_encode(&sx_sched, 2, 3.5f, cur, &clen);
+        assert_true(clen != sizeof old);
+        memcpy(cur + 8, s1, sizeof s1);
+        assert_int_equal(runtime_plan_value_decode(cur, clen, &back, 16), -1);
+    }
 
     /* layout Y (another class): a schedule stored for another GPU only */
     runs(ly, 32, 2, 0);

@@ -65,7 +65,15 @@ static double now_s(void)
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols, unsigned mma)
 {
-    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, mma);
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, mma, 1, 0);
+}
+
+/* make, then stages (cp.async ring, mma) and persist (persistent grid) */
+static search_schedule make_sp(search_schedule s, unsigned stages, unsigned persist)
+{
+    s.stages = (uint8_t)stages;
+    s.persist = (uint8_t)persist;
+    return s;
 }
 
 static search_task task_apply(void)
@@ -270,6 +278,7 @@ static void test_round_trip_sample(void **state)
     char line[SEARCH_RECORD_LINE_MAX];
     int records = 0, sources = 0, illegal = 0, longest = 0;
     unsigned seen_rows = 0, seen_warps = 0, seen_vec = 0, seen_u = 0, seen_mma = 0, seen_sketch = 0;
+    unsigned seen_stages = 0, seen_persist = 0;
     double t0 = now_s();
     for (int ti = 0; ti < NUM_TASKS; ++ti) {
         search_task task = sample_task(ti);
@@ -288,7 +297,10 @@ static void test_round_trip_sample(void **state)
                                     unsigned kc = mma ? 16 * u : 32 * vecs[c] * u;
                                     unsigned split = sk == SEARCH_SKETCH_FUSED ? 1 : splits[rnd() % 6];
                                     unsigned cl = mma ? 8 * (1 + (unsigned)(rnd() % 512)) : cols[rnd() % 7];
-                                    search_schedule s = make(sk, rows[a], warps[b], vecs[c], kc, split, cl, mma);
+                                    /* with mma: stages 1..4 (the ring may not fit: then illegal); persist either */
+                                    search_schedule s = make_sp(make(sk, rows[a], warps[b], vecs[c], kc, split, cl, mma),
+                                                                mma ? 1 + (unsigned)(rnd() % 4) : 1,
+                                                                (unsigned)(rnd() % 2));
                                     if (!search_schedule_legal(&s, task.max_rank, NULL, 0) ||
                                         (task.op != SEARCH_OP_APPLY && sk != SEARCH_SKETCH_SPLIT)) {
                                         ++illegal;
@@ -308,6 +320,8 @@ static void test_round_trip_sample(void **state)
                                     seen_vec |= s.vec;
                                     seen_u |= 1u << u;
                                     seen_mma |= 1u << mma;
+                                    seen_stages |= 1u << s.stages;
+                                    seen_persist |= 1u << s.persist;
                                     seen_sketch |= 1u << sk;
                                     /* the parsed schedule generates the same kernel source */
                                     if (ti == 0 || ti == 1 || (records % 7) == 0) {
@@ -338,6 +352,8 @@ static void test_round_trip_sample(void **state)
     assert_int_equal(seen_vec, 1 | 2 | 4 | 8);
     assert_int_equal(seen_u, 0x1fffe); /* 1..16 */
     assert_int_equal(seen_mma, 3);
+    assert_int_equal(seen_stages, 0x1e); /* 1..4 */
+    assert_int_equal(seen_persist, 3);
     assert_int_equal(seen_sketch,
                      (1u << SEARCH_SKETCH_SPLIT) | (1u << SEARCH_SKETCH_FUSED) | (1u << SEARCH_SKETCH_FUSED_COUNTER));
     print_message("%d records round-tripped (%d illegal combinations skipped), %d kernel sources identical, "
@@ -624,6 +640,11 @@ static int valid_lines(char lines[][SEARCH_RECORD_LINE_MAX], int max)
     r.sched = make(SEARCH_SKETCH_SPLIT, 32, 1, 1, 32, 1, 1, 0);
     fill_outcome(&r, SEARCH_ERR_TIMEOUT);
     search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
+    r = doc_record();
+    r.sched = make_sp(make(SEARCH_SKETCH_SPLIT, 16, 4, 8, 64, 4, 128, 1), 3, 1);
+    search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
+    r.sched = make_sp(make(SEARCH_SKETCH_FUSED, 16, 8, 8, 128, 1, 64, 1), 2, 1);
+    search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
     assert_true(n <= max);
     for (int i = 0; i < n; ++i)
         assert_true(strlen(lines[i]) > 100);
@@ -874,6 +895,29 @@ static void test_refusals(void **state)
     memmove(t, t + 31, strlen(t + 31) + 1);
     assert_int_equal(search_record_parse(ml, strlen(ml), &r, why, sizeof why), -1);
     assert_true(n > 0);
+
+    /* stages and persist: the software_pipeline pragma and the persistent annotation carry them */
+    m.sched = make_sp(make(SEARCH_SKETCH_FUSED_COUNTER, 16, 4, 8, 64, 4, 128, 1), 3, 1);
+    n = round_trip(&m, ml);
+    assert_non_null(strstr(ml, "[\"PR\",\"v\",\"k.1.1.0\",\"software_pipeline$3\"]"));
+    assert_non_null(strstr(ml, "[\"CHR\",\"x\",\"shared\",[\"v\"],\"st.x\"]"));
+    assert_non_null(strstr(ml, "[\"AN\",\"v\",\"i.0@k.0@s\",\"persistent\"]"));
+    assert_non_null(strstr(ml, "mma stages=3 persist=1\""));
+    assert_null(strstr(ml, "blockIdx"));
+    assert_int_equal(search_record_parse(ml, (size_t)n, &r, why, sizeof why), 0);
+    assert_int_equal(r.sched.stages, 3);
+    assert_int_equal(r.sched.persist, 1);
+    char *pp = strstr(ml, "software_pipeline$3");
+    static const char bad_stage[] = {'0', '1', '5', 'x'};
+    for (size_t b = 0; b < sizeof bad_stage; ++b) {
+        pp[18] = bad_stage[b]; /* another stage count than x.sched, or none */
+        assert_int_equal(search_record_parse(ml, (size_t)n, &r, why, sizeof why), -1);
+    }
+    pp[18] = '3';
+    assert_int_equal(search_record_parse(ml, (size_t)n, &r, why, sizeof why), 0);
+    char *pa = strstr(ml, "\"persistent\"");
+    memcpy(pa + 1, "persistenT", 10);
+    assert_int_equal(search_record_parse(ml, (size_t)n, &r, why, sizeof why), -1);
 }
 
 /* Any JSON whitespace between tokens: the doc line spread over lines and tabs. */

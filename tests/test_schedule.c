@@ -29,7 +29,7 @@
 static search_schedule make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                             unsigned split_k, unsigned cols)
 {
-    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, 0);
+    return search_schedule_make(sketch, rows, warps, vec, kc, split_k, cols, 0, 1, 0);
 }
 
 static search_schedule typical_split(void)
@@ -215,6 +215,36 @@ static void test_illegal_fields(void **state)
     s.vec = 4;
     expect_illegal(&s, 16, "vec");
 
+    /* stages: 1..4, more than 1 only with tensor cores; the ring counts against 48 KiB */
+    s = typical_split();
+    s.stages = 0;
+    expect_illegal(&s, 16, "stages");
+    s.stages = 2;
+    expect_illegal(&s, 16, "mma");
+    s = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 4, 256);
+    s.mma = 1;
+    for (unsigned st = 1; st <= 4; ++st) {
+        s.stages = (uint8_t)st;
+        expect_legal(&s, 16);
+    }
+    s.stages = 5;
+    expect_illegal(&s, 16, "stages");
+    s.stages = 2;
+    s.kc = 128;
+    expect_legal(&s, 64);              /* 2 x (16 + 64) x 136 x 2 = 43520 bytes of ring */
+    expect_illegal(&s, 128, "shared"); /* 2 x (16 + 128) x 136 x 2 = 78336 */
+    s.stages = 3;
+    expect_illegal(&s, 64, "shared");
+
+    /* persist: 0 or 1, any sketch, with or without mma */
+    s = typical_split();
+    s.persist = 1;
+    expect_legal(&s, 16);
+    s.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    expect_legal(&s, 16);
+    s.persist = 2;
+    expect_illegal(&s, 16, "persist");
+
     s = typical_split();
     expect_illegal(&s, 0, "max_rank");
     expect_illegal(&s, 129, "max_rank");
@@ -257,6 +287,16 @@ static void test_smem(void **state)
     s = make(SEARCH_SKETCH_SPLIT, 32, 16, 8, 4096, 1, 4096);
     assert_int_equal(search_schedule_smem(&s, 128), 32 * 36 + 8 + 32 * 128 * 4);
     expect_legal(&s, 128);
+    /* the cp.async ring: stages x (16 rows of x + ranks rounded up to 8 of A) x (kc + 8) x 2 bytes + 16 */
+    s = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 4, 128);
+    s.mma = 1;
+    size_t plain = 16 * 36 + 8 + 16 * 40 * 4;
+    assert_int_equal(search_schedule_smem(&s, 40), plain); /* stages 1: fragments from global memory */
+    s.stages = 3;
+    assert_int_equal(search_schedule_smem(&s, 40), plain + 3 * (16 + 40) * 72 * 2 + 16);
+    assert_int_equal(search_schedule_smem(&s, 33), 16 * 36 + 8 + 16 * 33 * 4 + 3 * (16 + 40) * 72 * 2 + 16);
+    s.persist = 1; /* no shared memory of its own */
+    assert_int_equal(search_schedule_smem(&s, 40), plain + 3 * (16 + 40) * 72 * 2 + 16);
     /* every legal schedule is within the limit */
     for (unsigned rows = 1; rows <= 32; rows *= 2)
         for (unsigned vec = 1; vec <= 8; vec *= 2)
@@ -284,6 +324,8 @@ static void test_module_key(void **state)
     assert_int_equal(ks.kc, 512);
     assert_int_equal(ks.cols, 256);
     assert_int_equal(ks.reserved, 0);
+    assert_int_equal(ks.stages, 1);
+    assert_int_equal(ks.persist, 0);
     expect_legal(&ks, 16);
     /* idempotent */
     search_schedule kk = search_schedule_module_key(&ks);
@@ -292,15 +334,23 @@ static void test_module_key(void **state)
     assert_int_equal(split.split_k, 7);
     assert_int_equal(fused.sketch, SEARCH_SKETCH_FUSED);
     /* every field that shapes the source keeps keys apart */
-    search_schedule v[5];
-    for (int i = 0; i < 5; ++i)
+    search_schedule v[7];
+    for (int i = 0; i < 7; ++i)
         v[i] = split;
     v[0].rows = 8;
     v[1].warps = 4;
     v[2].vec = 4;
     v[3].kc = 256;
     v[4].cols = 128;
-    for (int i = 0; i < 5; ++i) {
+    v[5].persist = 1; /* the persistent loop is compiled in (DOP_PERSIST) */
+    v[6] = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 1, 256);
+    v[6].mma = 1;
+    search_schedule m1 = search_schedule_module_key(&v[6]);
+    v[6].stages = 3; /* the ring is compiled in (DOP_STAGES) */
+    search_schedule m3 = search_schedule_module_key(&v[6]);
+    assert_memory_not_equal(&m1, &m3, sizeof m1);
+    assert_int_equal(m3.stages, 3);
+    for (int i = 0; i < 7; ++i) {
         search_schedule k = search_schedule_module_key(&v[i]);
         assert_memory_not_equal(&k, &ks, sizeof ks);
     }
@@ -327,6 +377,51 @@ static void test_format(void **state)
     assert_int_equal(n, (int)strlen("split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256"));
     assert_string_equal(small, "split");
     assert_int_equal(search_schedule_format(&s, NULL, 0), n);
+
+    /* stages and persist: written when not 1 and 0; parsed with or without them (version-1 text) */
+    s = make(SEARCH_SKETCH_FUSED_COUNTER, 16, 8, 8, 64, 8, 256);
+    s.mma = 1;
+    s.stages = 3;
+    s.persist = 1;
+    search_schedule_format(&s, buf, sizeof buf);
+    assert_string_equal(buf, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3 persist=1");
+    search_schedule back;
+    assert_int_equal(search_schedule_parse(buf, &back), 0);
+    assert_memory_equal(&back, &s, sizeof s);
+    s.persist = 0;
+    search_schedule_format(&s, buf, sizeof buf);
+    assert_string_equal(buf, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3");
+    assert_int_equal(search_schedule_parse(buf, &back), 0);
+    assert_memory_equal(&back, &s, sizeof s);
+    s = make(SEARCH_SKETCH_SPLIT, 2, 8, 8, 1024, 4, 256);
+    s.persist = 1;
+    search_schedule_format(&s, buf, sizeof buf);
+    assert_string_equal(buf, "split rows=2 warps=8 vec=8 kc=1024 splitk=4 cols=256 persist=1");
+    assert_int_equal(search_schedule_parse(buf, &back), 0);
+    assert_memory_equal(&back, &s, sizeof s);
+    /* old text: stages 1, persist 0, version 2 */
+    assert_int_equal(search_schedule_parse("split rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma", &back), 0);
+    assert_int_equal(back.version, SEARCH_SCHEDULE_VERSION);
+    assert_int_equal(back.stages, 1);
+    assert_int_equal(back.persist, 0);
+    assert_int_equal(back.mma, 1);
+    assert_true(search_schedule_legal(&back, 16, NULL, 0));
+    /* explicit defaults read too; wrong order, garbage and unknown words do not */
+    assert_int_equal(search_schedule_parse("split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=1 persist=0",
+                                           &back), 0);
+    assert_int_equal(back.stages, 1);
+    static const char *const bad[] = {
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 persist=1 stages=2",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=2 mma",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=x",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=999",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 persist=1 x",
+        "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 mmax",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i)
+        if (search_schedule_parse(bad[i], &back) != -1)
+            fail_msg("parsed \"%s\"", bad[i]);
 }
 
 /* ---- runtime_pick_schedule ---------------------------------------------------- */

@@ -61,11 +61,13 @@ static void fmt(const search_schedule *s, char *buf, size_t len)
     search_schedule_format(s, buf, len);
 }
 
+/* The enumeration order as a number, for schedules whose fields are within
+ * the domains (sketch in the top bits: check_uniform reads it there). */
 static uint64_t key_of(const search_schedule *s)
 {
-    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 48 |
-           (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 |
-           (uint64_t)s->split_k << 24 | (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5);
+    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 45 |
+           (uint64_t)s->warps << 39 | (uint64_t)s->vec << 35 | (uint64_t)s->split_k << 28 | (uint64_t)s->kc << 15 |
+           (uint64_t)s->stages << 12 | (uint64_t)s->cols << 1 | (uint64_t)(s->persist & 1u);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -99,6 +101,10 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
     if (s->sketch != SEARCH_SKETCH_SPLIT && p->op != SEARCH_OP_APPLY) /* fused and counter: apply only */
         return 0;
     if (s->mma > 1)
+        return 0;
+    if (s->stages < 1 || s->stages > 4 || (s->stages > 1 && (!s->mma || p->op == SEARCH_OP_EXPAND)))
+        return 0;
+    if (s->persist > 1)
         return 0;
     if (s->mma && (p->d_in % 8 || s->rows != 16 || s->vec != 8))
         return 0;
@@ -279,6 +285,26 @@ static long count_mma(const search_problem *p, long *per_sketch)
     return m[0];
 }
 
+/* Schedules with stages > 1 and with persist 1 per sketch: [0] total. */
+static int count_new_fn(const search_schedule *s, void *user)
+{
+    long *m = user;
+    if (s->stages > 1)
+        m[0]++, m[s->sketch]++;
+    if (s->persist)
+        m[4]++, m[4 + s->sketch]++;
+    if (s->stages > 1 && s->persist)
+        m[8]++;
+    return 0;
+}
+
+static long count_staged(const search_problem *p)
+{
+    long m[9] = {0};
+    search_space_enumerate(p, count_new_fn, m);
+    return m[0];
+}
+
 static void test_counts(void **state)
 {
     (void)state;
@@ -290,8 +316,22 @@ static void test_counts(void **state)
                   "counter %ld); with mma %ld (split %ld, fused %ld, counter %ld)\n",
                   n, c[SEARCH_SKETCH_SPLIT], c[SEARCH_SKETCH_FUSED], c[SEARCH_SKETCH_FUSED_COUNTER], nm,
                   m[SEARCH_SKETCH_SPLIT], m[SEARCH_SKETCH_FUSED], m[SEARCH_SKETCH_FUSED_COUNTER]);
+    long w[9] = {0};
+    search_space_enumerate(&p, count_new_fn, w);
+    print_message("  with stages > 1: %ld (split %ld, fused %ld, counter %ld); persist 1: %ld (split %ld, fused %ld, "
+                  "counter %ld); both %ld\n",
+                  w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]);
     assert_int_equal(n, c[0]);
     assert_int_equal(c[0], c[SEARCH_SKETCH_SPLIT] + c[SEARCH_SKETCH_FUSED] + c[SEARCH_SKETCH_FUSED_COUNTER]);
+    /* persist is free: every schedule has its persistent twin */
+    for (int k = 0; k < 4; ++k)
+        assert_int_equal(2 * w[4 + k], c[k]);
+    /* stages 2..4 only with mma, for every sketch; here (rank 16) every mma schedule with kc <= 64
+     * takes all of them, so there are more staged than unstaged mma schedules */
+    assert_true(w[1] > 0 && w[2] > 0 && w[3] > 0);
+    assert_int_equal(w[1], w[3]);
+    assert_true(w[0] > nm - w[0] && w[0] < nm);
+    assert_true(w[8] * 2 == w[0]);
     assert_true(n >= 500);
     assert_true(c[SEARCH_SKETCH_SPLIT] >= 100);
     assert_true(c[SEARCH_SKETCH_FUSED] >= 100);
@@ -325,11 +365,18 @@ static void test_counts(void **state)
         }
     /* rank and slices */
     static const int ranks[] = {1, 8, 16, 64, 128};
+    long prev_staged = 0;
     for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; ++r) {
         q = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4096, ranks[r], 4096);
-        long t = search_space_count(&q, c);
-        print_message("apply rank %-3d: split %ld fused %ld counter %ld total %ld\n", ranks[r], c[1], c[2], c[3], t);
-        assert_int_equal(t, n); /* 48 KiB hold 32 rows at every rank */
+        long t = search_space_count(&q, c), st = count_staged(&q);
+        print_message("apply rank %-3d: split %ld fused %ld counter %ld total %ld (stages > 1: %ld)\n", ranks[r], c[1],
+                      c[2], c[3], t, st);
+        /* 48 KiB hold 32 rows at every rank; only the cp.async ring grows with the rank */
+        assert_int_equal(t - st, n - w[0]);
+        assert_true(st > 0);
+        if (r > 0)
+            assert_true(st <= prev_staged);
+        prev_staged = st;
     }
     q = base_problem();
     q.shrink_overwrite = 1; /* no effect on apply */
@@ -412,7 +459,7 @@ static void check_enumeration(const search_problem *p)
     for (long i = 0; i < l.n; ++i) {
         expect_in_space(p, &l.s[i], name);
         per[l.s[i].sketch]++;
-        if (i > 0) /* the documented order (sketch, mma, rows, warps, vec, split_k, kc, cols): ascending keys */
+        if (i > 0) /* the documented order (sketch, mma, rows, warps, vec, split_k, kc, stages, cols, persist) */
             assert_true(key_of(&l.s[i - 1]) < key_of(&l.s[i]));
     }
     assert_int_equal(per[1], c[1]);
@@ -426,10 +473,12 @@ static void check_enumeration(const search_problem *p)
     static const unsigned mults[] = {1, 2, 3, 4, 8, 16, 32};
     static const unsigned splits[] = {1, 2, 3, 4, 5, 6, 8, 12, 16, 20, 24, 32, 48, 64};
     static const unsigned cols[] = {16, 32, 64, 96, 128, 256, 512, 1024, 2048};
-    long accepted = 0;
+    long accepted = 0, point = 0;
     search_schedule s;
     memset(&s, 0, sizeof s);
     s.version = SEARCH_SCHEDULE_VERSION;
+    static const unsigned stages[] = {1, 0, 2, 3, 4, 5};
+    static const unsigned persists[] = {0, 1, 2};
     for (unsigned skm = 0; skm < 6; ++skm) /* sketch 1..3 x mma 0..1 */
         for (size_t a = 0; a < sizeof rows / sizeof *rows; ++a)
             for (size_t b = 0; b < sizeof warps / sizeof *warps; ++b)
@@ -446,17 +495,28 @@ static void check_enumeration(const search_problem *p)
                                 s.kc = (uint16_t)((mma ? 16 : 32 * vecs[v]) * mults[m]);
                                 s.split_k = (uint8_t)splits[k];
                                 s.cols = (uint16_t)cols[o];
-                                int want = expected_legal(p, &s);
-                                int got = search_space_legal(p, &s, NULL, 0);
-                                if (want != got) {
-                                    char txt[96];
-                                    fmt(&s, txt, sizeof txt);
-                                    fail_msg("%s: %s: search_space_legal %d, the rules %d", name, txt, got, want);
+                                /* stages and persist only add rules, so a point illegal with
+                                 * stages 1 and persist 0 is illegal with any: those get every
+                                 * value only at every 61st point, the legal ones always */
+                                for (size_t q = 0; q < 18; ++q) {
+                                    s.stages = (uint8_t)stages[q / 3];
+                                    s.persist = (uint8_t)persists[q % 3];
+                                    int want = expected_legal(p, &s);
+                                    int got = search_space_legal(p, &s, NULL, 0);
+                                    if (want != got) {
+                                        char txt[96];
+                                        fmt(&s, txt, sizeof txt);
+                                        fail_msg("%s: %s: search_space_legal %d, the rules %d", name, txt, got,
+                                                 want);
+                                    }
+                                    if (got) {
+                                        ++accepted;
+                                        assert_true(index_of(keys, l.n, &s) >= 0);
+                                    } else if (q == 0 && point % 61 != 0) {
+                                        break;
+                                    }
                                 }
-                                if (got) {
-                                    ++accepted;
-                                    assert_true(index_of(keys, l.n, &s) >= 0);
-                                }
+                                ++point;
                             }
     assert_int_equal(accepted, l.n);
     /* search_space_at walks the same order */
@@ -498,7 +558,7 @@ static void test_legal_reasons(void **state)
         search_problem p;
         search_schedule s;
         const char *word;
-    } cases[32];
+    } cases[40];
     int n = 0;
     search_schedule ok;
     memset(&ok, 0, sizeof ok);
@@ -510,6 +570,7 @@ static void test_legal_reasons(void **state)
     ok.kc = 512;
     ok.split_k = 4;
     ok.cols = 256;
+    ok.stages = 1;
     search_problem base = base_problem();
     char why[256];
     expect_in_space(&base, &ok, "typical");
@@ -549,6 +610,9 @@ static void test_legal_reasons(void **state)
     ++n;
     CASE(shrink, sketch, SEARCH_SKETCH_FUSED_COUNTER, "counter");
     CASE(expand, sketch, SEARCH_SKETCH_FUSED_COUNTER, "counter");
+    CASE(base, stages, 2, "mma");
+    CASE(base, stages, 0, "stages");
+    CASE(base, persist, 2, "persist");
     /* tensor cores */
     search_schedule okm = ok;
     okm.mma = 1;
@@ -574,8 +638,17 @@ static void test_legal_reasons(void **state)
     CASE(eight, sketch, SEARCH_SKETCH_SPLIT, "num_rows");
     CASE(base, split_k, 32, "more than ceil");
     CASE(base, split_k, 12, "launches as");
+    CASE(base, stages, 5, "stages");
+    search_problem big = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4096, 128, 4096);
+    ok.kc = 128;
+    CASE(big, stages, 2, "shared memory"); /* 2 x (16 + 128) x 136 x 2 bytes */
+    ok.kc = 64;
+    okm.stages = 4;
+    okm.persist = 1;
+    expect_in_space(&base, &okm, "mma, 4 stages, persistent");
     ok = oke;
     CASE(expand, kc, 32, "pinned");
+    CASE(expand, stages, 2, "pinned");
     ok = keep;
 #undef CASE
     assert_true(n <= (int)(sizeof cases / sizeof cases[0]));
@@ -699,10 +772,11 @@ static void test_sample_deterministic(void **state)
 /* ---- mutation ------------------------------------------------------------------------- */
 
 /* Fields in the order of search_space_crossover's coins. */
-#define NF 8
+#define NF 10
 static unsigned get_fld(const search_schedule *s, int f)
 {
-    const unsigned v[NF] = {s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols, s->mma};
+    const unsigned v[NF] = {s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols, s->mma, s->stages,
+                            s->persist};
     return v[f];
 }
 
@@ -716,6 +790,8 @@ static void set_fld(search_schedule *s, int f, unsigned v)
     case 4: s->kc = (uint16_t)v; break;
     case 5: s->split_k = (uint8_t)v; break;
     case 7: s->mma = (uint8_t)v; break;
+    case 8: s->stages = (uint8_t)v; break;
+    case 9: s->persist = (uint8_t)v; break;
     default: s->cols = (uint16_t)v; break;
     }
 }
@@ -731,6 +807,8 @@ static int fields_differing(const search_schedule *a, const search_schedule *b, 
     w |= (unsigned)(a->split_k != b->split_k) << 5;
     w |= (unsigned)(a->cols != b->cols) << 6;
     w |= (unsigned)(a->mma != b->mma) << 7;
+    w |= (unsigned)(a->stages != b->stages) << 8;
+    w |= (unsigned)(a->persist != b->persist) << 9;
     if (which)
         *which = w;
     return __builtin_popcount(w);
@@ -747,7 +825,7 @@ static void test_mutate(void **state)
         uint64_t rng = 99 + (uint64_t)i;
         unsigned seen = 0;
         long moved[NF] = {0}, repaired = 0, to_mma = 0, from_mma = 0;
-        long has_mma = count_mma(&p, NULL);
+        long has_mma = count_mma(&p, NULL), has_stages = count_staged(&p);
         int trials = i == 0 ? 20000 : 2000;
         for (int t = 0; t < trials; ++t) {
             search_schedule in, out;
@@ -761,16 +839,17 @@ static void test_mutate(void **state)
             fmt(&out, b, sizeof b);
             if (r == 0) {
                 /* the moved field is the first that differs; after it only its dependents may
-                 * (mma -> rows, vec, split_k, kc; sketch, vec -> split_k, kc; split_k -> kc),
-                 * and only when they had to */
-                static const int order[] = {7, 0, 1, 2, 3, 6, 5, 4}; /* mma first, kc last */
-                int f = 4;
+                 * (mma -> rows, vec, split_k, kc, stages; sketch, vec -> split_k, kc, stages;
+                 * split_k -> kc, stages; kc -> stages), and only when they had to */
+                static const int order[] = {7, 0, 1, 2, 3, 6, 9, 5, 4, 8}; /* mma first, stages last */
+                int f = 8;
                 for (int o = NF - 1; o >= 0; --o)
                     if (which >> order[o] & 1u)
                         f = order[o];
-                unsigned deps = f == 7                ? (1u << 1 | 1u << 3 | 1u << 5 | 1u << 4)
-                                : f == 0 || f == 3 ? (1u << 5 | 1u << 4)
-                                : f == 5           ? 1u << 4
+                unsigned deps = f == 7                ? (1u << 1 | 1u << 3 | 1u << 5 | 1u << 4 | 1u << 8)
+                                : f == 0 || f == 3 ? (1u << 5 | 1u << 4 | 1u << 8)
+                                : f == 5           ? (1u << 4 | 1u << 8)
+                                : f == 4           ? 1u << 8
                                                    : 0;
                 if (d < 1 || (which & ~(1u << f) & ~deps) != 0)
                     fail_msg("%s: mutate %s -> %s changed fields 0x%x", name, a, b, which);
@@ -806,9 +885,11 @@ static void test_mutate(void **state)
             seen |= which;
         }
         /* every annotation a move can change for this op moved at least once */
-        unsigned want = 0xffu;
+        unsigned want = 0x3ffu;
         if (!has_mma)
             want &= ~(1u << 7);
+        if (!has_stages)
+            want &= ~(1u << 8);
         if (p.op != SEARCH_OP_APPLY)
             want &= ~1u; /* one sketch */
         if (p.op == SEARCH_OP_EXPAND)
@@ -826,9 +907,9 @@ static void test_mutate(void **state)
         if (p.d_in <= 32)
             want &= ~(1u << 4 | 1u << 5); /* d_in 1 or 8: one load covers it */
         print_message("%-52s moves: sketch %ld rows %ld warps %ld vec %ld kc %ld split_k %ld cols %ld mma %ld (to %ld, "
-                      "from %ld); %ld with dependents following\n",
+                      "from %ld) stages %ld persist %ld; %ld with dependents following\n",
                       name, moved[0], moved[1], moved[2], moved[3], moved[4], moved[5], moved[6], moved[7], to_mma,
-                      from_mma, repaired);
+                      from_mma, moved[8], moved[9], repaired);
         if ((seen & want) != want)
             fail_msg("%s: fields moved 0x%x, expected at least 0x%x", name, seen, want);
         if (has_mma)
@@ -848,6 +929,7 @@ static void test_mutate(void **state)
     in.kc = 256;
     in.split_k = 1;
     in.cols = 256;
+    in.stages = 1;
     uint64_t rng = 5;
     assert_int_equal(search_space_mutate(&p, &in, &rng, &out), 2);
     expect_in_space(&p, &out, "repaired");
@@ -906,8 +988,8 @@ static void test_crossover(void **state)
             fields_differing(&c, &a, &wa);
             fields_differing(&c, &b, &wb);
             neither = __builtin_popcount(wa & wb);
-            from_a = __builtin_popcount(~wa & 0xffu);
-            from_b = __builtin_popcount(~wb & 0xffu);
+            from_a = __builtin_popcount(~wa & 0x3ffu);
+            from_b = __builtin_popcount(~wb & 0x3ffu);
             assert_int_equal(neither, r);
             repaired += r > 0;
             mixed += from_a < NF && from_b < NF;
@@ -975,6 +1057,7 @@ static void test_crossover(void **state)
         a.kc = 256;
         a.split_k = 1;
         a.cols = 256;
+        a.stages = 1;
         b = a;
         b.warps = 8;
         b.kc = 512;

@@ -11,7 +11,10 @@
  * sample skips repeats), with at most one CUDA-core schedule of 16 and one
  * of 32 rows per CTA per problem where the space has them (those compile 5
  * to 70 times slower than the rest; mma schedules, always 16 rows, compile
- * in under a second). Every schedule is generated (kernels_codegen) and
+ * in under a second). The stages (2..4, with mma) and persist annotations
+ * come with the uniform draw: the test checks that every stage count and
+ * persistent grids of every sketch are in the sample. Every schedule is
+ * generated (kernels_codegen) and
  * compiled (runtime_jit_compile) for both architectures by two threads, as
  * CI has two cores.
  *
@@ -216,6 +219,7 @@ static void test_compile_sample(void **state)
     /* the sample */
     static item items[MAX_ITEMS];
     int n = 0, per[NUM_SKETCHES + 1] = {0}, per_mma[NUM_SKETCHES + 1] = {0}, rows_hist[33] = {0}, mma_total = 0;
+    int stages_hist[SEARCH_MAX_STAGES + 1] = {0}, per_persist[NUM_SKETCHES + 1] = {0}, persist_mma = 0;
     uint64_t rng = SEED;
     for (int pi = 0; pi < NUM_PROBLEMS; ++pi) {
         const cproblem *cp = &problems[pi];
@@ -267,6 +271,9 @@ static void test_compile_sample(void **state)
                 }
                 rows_hist[s.rows]++;
                 per[sk]++;
+                stages_hist[s.stages]++;
+                per_persist[sk] += s.persist;
+                persist_mma += s.persist && s.mma;
             }
         }
     }
@@ -282,6 +289,15 @@ static void test_compile_sample(void **state)
         assert_true(per_mma[sk] > 0);
     }
     assert_true(mma_total >= 40);
+    /* the cp.async ring at every stage count, and persistent grids of every sketch, with and without mma */
+    print_message("stages 1: %d, 2: %d, 3: %d, 4: %d; persist: split %d, fused %d, counter %d (%d with mma)\n",
+                  stages_hist[1], stages_hist[2], stages_hist[3], stages_hist[4], per_persist[SEARCH_SKETCH_SPLIT],
+                  per_persist[SEARCH_SKETCH_FUSED], per_persist[SEARCH_SKETCH_FUSED_COUNTER], persist_mma);
+    for (int st = 2; st <= SEARCH_MAX_STAGES; ++st)
+        assert_true(stages_hist[st] >= 3);
+    for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk)
+        assert_true(per_persist[sk] >= 10);
+    assert_true(persist_mma >= 5);
 
     /* compile: THREADS workers over (schedule, arch) jobs */
     static job jobs[MAX_ITEMS * NUM_ARCHS];

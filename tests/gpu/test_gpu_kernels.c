@@ -6,7 +6,8 @@
  * ranks 8..128 (heterogeneous in mixed), d_in/d_out in {4096, 11008, 1024,
  * 3424, 100}, equal and unequal slices, both layout forms, device copies or
  * uploads, tables or per-call weights, empty segments, and a sample of forced
- * schedules of every sketch. Exits 77 (skipped) without a usable device.
+ * schedules of every sketch (tensor cores, cp.async stages and persistent
+ * grids included). Exits 77 (skipped) without a usable device.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -187,6 +188,7 @@ static void test_forced_schedules(void **state)
         search_schedule s;
         memset(&s, 0, sizeof s);
         s.version = SEARCH_SCHEDULE_VERSION;
+        s.stages = 1;
         s.sketch = n % 3 == 0 ? SEARCH_SKETCH_SPLIT : n % 3 == 1 ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_FUSED_COUNTER;
         s.rows = rows[runtime_rng_next(&rng) % 6];
         s.warps = warps[runtime_rng_next(&rng) % 5];
@@ -194,6 +196,7 @@ static void test_forced_schedules(void **state)
         s.kc = kcs[runtime_rng_next(&rng) % 3];
         s.cols = cols[runtime_rng_next(&rng) % 5];
         s.split_k = s.sketch == SEARCH_SKETCH_FUSED ? 1 : splits[runtime_rng_next(&rng) % 5];
+        s.persist = n % 4 == 1; /* a persistent grid for every sketch (n % 3 picks it) */
         int rank = n % 3 == 0 ? 128 : n % 3 == 1 ? 16 : 40;
         if (!search_schedule_legal(&s, rank, NULL, 0))
             continue;
@@ -283,6 +286,67 @@ static void test_mma_schedules(void **state)
     assert_int_equal(fails, 0);
 }
 
+/*
+ * The cp.async pipeline (stages 2..4, tensor cores) and the persistent grid
+ * (persist=1) for every sketch, forced: ranks that are not multiples of 8 or
+ * 16 (zero-filled A rows), d_in 100 (not a multiple of 8: the unstaged path)
+ * and 3424 / 11008 (K tails inside a chunk), row counts that end inside a
+ * 16-row tile, and 333 or 1500 rows so that a persistent grid has more tiles
+ * than CTAs (the counter sketch's CTAs then count in several tiles, some of
+ * one row tile). The shrink and expand ops run the split sketch's halves.
+ */
+static void test_staged_persistent_schedules(void **state)
+{
+    (void)state;
+    static const char *const scheds[] = {
+        "split rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma stages=2",
+        "split rows=16 warps=4 vec=8 kc=32 splitk=3 cols=128 mma stages=3 persist=1",
+        "split rows=16 warps=16 vec=8 kc=16 splitk=16 cols=1000 mma stages=4",
+        "split rows=16 warps=1 vec=8 kc=128 splitk=1 cols=64 mma stages=2 persist=1",
+        "fused rows=16 warps=8 vec=8 kc=64 splitk=1 cols=256 mma stages=3",
+        "fused rows=16 warps=4 vec=8 kc=128 splitk=1 cols=64 mma stages=2 persist=1",
+        "fused rows=16 warps=2 vec=8 kc=16 splitk=1 cols=128 mma stages=4 persist=1",
+        "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=4 persist=1",
+        "counter rows=16 warps=2 vec=8 kc=32 splitk=2 cols=128 mma stages=2",
+        "counter rows=16 warps=16 vec=8 kc=128 splitk=1 cols=512 mma stages=3 persist=1",
+        "split rows=1 warps=8 vec=8 kc=1024 splitk=8 cols=256 persist=1",
+        "split rows=4 warps=4 vec=4 kc=512 splitk=1 cols=128 persist=1",
+        "fused rows=1 warps=16 vec=8 kc=2048 splitk=1 cols=256 persist=1",
+        "fused rows=2 warps=8 vec=2 kc=256 splitk=1 cols=64 persist=1",
+        "counter rows=1 warps=8 vec=8 kc=1024 splitk=16 cols=512 persist=1",
+        "counter rows=4 warps=4 vec=8 kc=512 splitk=3 cols=128 persist=1",
+        "split rows=16 warps=8 vec=8 kc=128 splitk=2 cols=256 mma persist=1",
+    };
+    static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}, {1024, 3424}};
+    static const int ranks[] = {16, 40, 8, 64, 128};
+    static const int nrows[] = {24, 77, 333, 1500};
+    int fails = 0, i = 0;
+    for (size_t k = 0; k < sizeof scheds / sizeof scheds[0]; ++k)
+        for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl, ++i) {
+            search_schedule sch;
+            assert_int_equal(search_schedule_parse(scheds[k], &sch), 0);
+            int rank = ranks[i % 5];
+            if (!search_schedule_legal(&sch, rank, NULL, 0))
+                rank = 16; /* the stages' ring does not fit next to a large rank */
+            assert_true(search_schedule_legal(&sch, rank, NULL, 0));
+            runtime_case c = base_case(i % 2 ? DOP_DTYPE_BF16 : DOP_DTYPE_F16, (runtime_workload)wl,
+                                       nrows[(i / 2) % 4], dims[i % 5][0], dims[i % 5][1], rank);
+            c.hetero_ranks = 1;
+            c.num_slices = i % 3 == 0 ? 3 : 1;
+            c.d_out[1] = 1024;
+            c.d_out[2] = 100;
+            c.layout_kind = i % 2 ? DOP_LAYOUT_ROWS : DOP_LAYOUT_SEGMENTS;
+            c.device_copies = (i / 2) % 2;
+            c.empty_segments = 1;
+            if (sch.sketch == SEARCH_SKETCH_SPLIT)
+                c.op = (runtime_op)(i % 3);
+            c.force = &sch;
+            c.seed = 900 + (uint64_t)i;
+            run(&c, "staged", &fails);
+        }
+    assert_int_equal(fails, 0);
+}
+
 /* An asynchronous context: the first call of every class is served by the
  * generic kernel while the chosen one compiles; it must be right everywhere. */
 static void test_generic_kernel(void **state)
@@ -340,6 +404,7 @@ int main(void)
            in.driver_version, in.nvrtc_major, in.nvrtc_minor);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mma_schedules),
+        cmocka_unit_test(test_staged_persistent_schedules),
         cmocka_unit_test(test_regressions),
         cmocka_unit_test(test_generic_kernel),
         cmocka_unit_test(test_layouts),
