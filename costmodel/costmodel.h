@@ -79,6 +79,8 @@ enum {
     COSTMODEL_F_FUSED_X_COL_TILES,      /* fused x log2 column tiles (the shrink is recomputed per tile) */
     COSTMODEL_F_SPILL,                  /* estimated registers over the launch-bounds cap / 64 */
     COSTMODEL_F_SMALL_X_SPLIT,          /* (6 - log2 rows, at least 0) x log2 split-K: split-K at few rows */
+    COSTMODEL_F_STAGES,                 /* cp.async stages of the tensor-core shrink (1: none) */
+    COSTMODEL_F_PERSIST,                /* 1 for a persistent grid (not in the analytical time yet) */
     COSTMODEL_NFEAT
 };
 

@@ -568,6 +568,8 @@ int costmodel_features(const search_task *t, const search_target *g, const searc
     v[COSTMODEL_F_FUSED_X_COL_TILES] = s->sketch == SEARCH_SKETCH_FUSED ? lg2(m.col_tiles_max) : 0;
     v[COSTMODEL_F_SPILL] = dmax(0, m.regs - m.reg_cap) / 64.0;
     v[COSTMODEL_F_SMALL_X_SPLIT] = dmax(0, 6 - lg2(m.b.rows)) * lg2(m.split);
+    v[COSTMODEL_F_STAGES] = s->stages;
+    v[COSTMODEL_F_PERSIST] = s->persist;
     for (int i = 0; i < COSTMODEL_NFEAT; ++i)
         if (!isfinite(v[i]))
             return -1;
@@ -592,7 +594,7 @@ static const char *const feature_names[COSTMODEL_NFEAT] = {
     "log2_weight_reread", "log2_fma",        "log2_fma_issued",   "pad_waste",            "groups_per_tile",
     "log2_rounds",        "log2_partial_bytes", "log2_rows",      "log2_rank",            "log2_d_in",
     "log2_d_out",         "log2_mean_run",   "none_frac",         "mma_x_mean_run",       "fused_x_col_tiles",
-    "spill",              "small_x_split",
+    "spill",              "small_x_split",      "stages",             "persist",
 };
 
 const char *costmodel_feature_name(int i)

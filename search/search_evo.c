@@ -74,16 +74,18 @@ static int fail(char *why, size_t len, const char *fmt, ...)
  * the same candidate exactly when their canonical bytes are equal. */
 static search_schedule canon(const search_schedule *s)
 {
-    return search_schedule_make(s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols, s->mma);
+    return search_schedule_make(s->sketch, s->rows, s->warps, s->vec, s->kc, s->split_k, s->cols, s->mma, s->stages,
+                                s->persist);
 }
 
-/* Position in the space's enumeration order (sketch, mma, rows, warps, vec,
- * split_k, kc, cols): the tie-break of every sort. */
+/* A total order on schedules (sketch, mma, rows, warps, vec, split_k, kc,
+ * cols, stages, persist): the tie-break of every sort. */
 static uint64_t order_key(const search_schedule *s)
 {
-    return (uint64_t)s->sketch << 57 | (uint64_t)(s->mma & 1u) << 56 | (uint64_t)s->rows << 48 |
-           (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 | (uint64_t)s->split_k << 24 | (uint64_t)s->kc << 8 |
-           (uint64_t)(s->cols >> 5 & 0xffu);
+    return (uint64_t)(s->sketch & 3u) << 62 | (uint64_t)(s->mma & 1u) << 61 | (uint64_t)(s->rows & 63u) << 55 |
+           (uint64_t)(s->warps & 31u) << 50 | (uint64_t)(s->vec & 15u) << 46 | (uint64_t)(s->split_k & 127u) << 39 |
+           (uint64_t)(s->kc & 0x1fffu) << 26 | (uint64_t)(s->cols >> 5 & 0xffu) << 18 |
+           (uint64_t)(s->stages & 7u) << 15 | (uint64_t)(s->persist & 1u) << 14;
 }
 
 static uint64_t hash_schedule(const search_schedule *s)

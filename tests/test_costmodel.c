@@ -172,7 +172,7 @@ static void test_illegal(void **state)
     search_target g = h200();
     search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 5, 5, 0);
     double f[COSTMODEL_NFEAT];
-    search_schedule ok = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0);
+    search_schedule ok = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0);
     assert_int_equal(costmodel_features(&t, &g, &ok, f), 0);
     search_schedule bad = ok;
     bad.rows = 3; /* not a power of two */
@@ -181,15 +181,15 @@ static void test_illegal(void **state)
     bad = ok;
     bad.kc = 1000; /* not a whole number of loads */
     assert_int_equal(costmodel_features(&t, &g, &bad, f), -1);
-    bad = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 8, 8, 1024, 2, 256, 0); /* fused has no split-K */
+    bad = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 8, 8, 1024, 2, 256, 0, 1, 0); /* fused has no split-K */
     assert_int_equal(costmodel_features(&t, &g, &bad, f), -1);
     search_task sh = t;
     sh.op = SEARCH_OP_SHRINK;
-    bad = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 8, 8, 1024, 1, 256, 0); /* fused is apply only */
+    bad = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 8, 8, 1024, 1, 256, 0, 1, 0); /* fused is apply only */
     assert_int_equal(costmodel_features(&sh, &g, &bad, f), -1);
     search_task odd = t;
     odd.d_in = 4100; /* tensor cores need d_in % 8 == 0 */
-    bad = search_schedule_make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 128, 1, 128, 1);
+    bad = search_schedule_make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 128, 1, 128, 1, 1, 0);
     assert_int_equal(costmodel_features(&t, &g, &bad, f), 0);
     assert_int_equal(costmodel_features(&odd, &g, &bad, f), -1);
     search_task big = t;
@@ -253,13 +253,13 @@ static void test_analytical_orderings(void **state)
     /* one row: pure latency; splitting K over more CTAs helps */
     search_task one = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 0, 0, 0);
     for (int split = 2; split <= 16; split *= 2) {
-        search_schedule s1 = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0);
+        search_schedule s1 = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0, 1, 0);
         search_schedule sk = s1;
         sk.split_k = (uint8_t)split;
         assert_true(us_of(&one, &sk) < us_of(&one, &s1));
     }
     /* distinct layouts: time grows with rows */
-    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 2, 256, 0);
+    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 2, 256, 0, 1, 0);
     double prev = 0;
     for (int l = 0; l <= 12; l += 2) {
         search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, l, l, 0);
@@ -279,11 +279,11 @@ static void test_analytical_orderings(void **state)
     assert_true(us_of(&tall, &s) > us_of(&r16, &s));
     /* the same rows shared by one adapter cost less than 256 distinct adapters */
     search_task ident = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 8, 0, 8);
-    search_schedule s2 = search_schedule_make(SEARCH_SKETCH_SPLIT, 2, 8, 8, 1024, 3, 256, 0);
+    search_schedule s2 = search_schedule_make(SEARCH_SKETCH_SPLIT, 2, 8, 8, 1024, 3, 256, 0, 1, 0);
     assert_true(us_of(&ident, &s2) < us_of(&r16, &s2));
     /* a split costs a memset and two launches: the floor is above one fused launch */
-    search_schedule fused = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 16, 8, 2048, 1, 256, 0);
-    search_schedule split = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 16, 8, 2048, 1, 256, 0);
+    search_schedule fused = search_schedule_make(SEARCH_SKETCH_FUSED, 1, 16, 8, 2048, 1, 256, 0, 1, 0);
+    search_schedule split = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 16, 8, 2048, 1, 256, 0, 1, 0);
     assert_true(us_of(&one, &fused) < us_of(&one, &split));
     /* tensor cores pay with long runs at rank >= 64 and not with runs of one row */
     search_task ident64 = task_of(SEARCH_OP_APPLY, 4096, 4096, 64, 8, 0, 8);
@@ -308,13 +308,13 @@ static void test_analytical_magnitudes(void **state)
         search_schedule s;
         double measured;
     } c[] = {
-        {task_of(0, 4096, 4096, 16, 0, 0, 0), search_schedule_make(2, 1, 16, 8, 2048, 1, 256, 0), 8.1},
-        {task_of(0, 4096, 4096, 16, 5, 5, 0), search_schedule_make(1, 1, 8, 8, 1024, 8, 256, 0), 11.0},
-        {task_of(0, 4096, 4096, 16, 8, 8, 0), search_schedule_make(1, 1, 4, 8, 2048, 2, 256, 0), 36.5},
-        {task_of(0, 4096, 4096, 16, 8, 0, 8), search_schedule_make(1, 2, 8, 8, 1024, 3, 256, 0), 19.7},
-        {task_of(0, 4096, 4096, 64, 8, 8, 0), search_schedule_make(1, 1, 8, 8, 2048, 2, 256, 0), 107.0},
-        {task_of(0, 4096, 4096, 64, 8, 4, 4), search_schedule_make(1, 2, 8, 8, 1024, 3, 256, 0), 53.6},
-        {task_of(0, 4096, 4096, 64, 8, 4, 4), search_schedule_make(1, 16, 8, 8, 128, 8, 128, 1), 38.9},
+        {task_of(0, 4096, 4096, 16, 0, 0, 0), search_schedule_make(2, 1, 16, 8, 2048, 1, 256, 0, 1, 0), 8.1},
+        {task_of(0, 4096, 4096, 16, 5, 5, 0), search_schedule_make(1, 1, 8, 8, 1024, 8, 256, 0, 1, 0), 11.0},
+        {task_of(0, 4096, 4096, 16, 8, 8, 0), search_schedule_make(1, 1, 4, 8, 2048, 2, 256, 0, 1, 0), 36.5},
+        {task_of(0, 4096, 4096, 16, 8, 0, 8), search_schedule_make(1, 2, 8, 8, 1024, 3, 256, 0, 1, 0), 19.7},
+        {task_of(0, 4096, 4096, 64, 8, 8, 0), search_schedule_make(1, 1, 8, 8, 2048, 2, 256, 0, 1, 0), 107.0},
+        {task_of(0, 4096, 4096, 64, 8, 4, 4), search_schedule_make(1, 2, 8, 8, 1024, 3, 256, 0, 1, 0), 53.6},
+        {task_of(0, 4096, 4096, 64, 8, 4, 4), search_schedule_make(1, 16, 8, 8, 128, 8, 128, 1, 1, 0), 38.9},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; ++i) {
         double v = us_of(&c[i].t, &c[i].s);
@@ -429,10 +429,10 @@ static void test_evaluate_hand(void **state)
     costmodel_init(&m, &g);
     search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 5, 5, 0);
     search_schedule s[4] = {
-        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0),
-        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 2, 256, 0),
-        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 4, 256, 0),
-        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0),
+        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 1, 256, 0, 1, 0),
+        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 2, 256, 0, 1, 0),
+        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 4, 256, 0, 1, 0),
+        search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0),
     };
     double p[4];
     int order[4] = {0, 1, 2, 3}; /* indices by predicted time, ascending */
@@ -569,7 +569,7 @@ static void test_round_trip(void **state)
         assert_memory_equal(img, img2, sizeof img);
         /* same predictions */
         search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 64, 8, 4, 4);
-        search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 128, 8, 128, 1);
+        search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 128, 8, 128, 1, 1, 0);
         assert_true(costmodel_predict_us(&back, &t, &s) == costmodel_predict_us(&ms[k], &t, &s));
     }
     assert_string_equal(ms[0].tag, "sm_90/132sm/61440KiB-L2/227KiB-smem");

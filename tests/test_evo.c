@@ -566,10 +566,10 @@ static void test_seeds(void **state)
     (void)state;
     search_problem p = base_problem();
     search_schedule seeds[4];
-    seeds[0] = search_schedule_make(SEARCH_SKETCH_SPLIT, 8, 4, 8, 512, 4, 256, 0);
-    seeds[1] = search_schedule_make(SEARCH_SKETCH_FUSED, 16, 4, 8, 256, 1, 128, 0);
+    seeds[0] = search_schedule_make(SEARCH_SKETCH_SPLIT, 8, 4, 8, 512, 4, 256, 0, 1, 0);
+    seeds[1] = search_schedule_make(SEARCH_SKETCH_FUSED, 16, 4, 8, 256, 1, 128, 0, 1, 0);
     seeds[2] = seeds[0];                                                            /* repeated */
-    seeds[3] = search_schedule_make(SEARCH_SKETCH_FUSED, 64, 3, 5, 100, 7, 100, 0); /* illegal */
+    seeds[3] = search_schedule_make(SEARCH_SKETCH_FUSED, 64, 3, 5, 100, 7, 100, 0, 1, 0); /* illegal */
     assert_true(search_space_legal(&p, &seeds[0], NULL, 0));
     assert_true(search_space_legal(&p, &seeds[1], NULL, 0));
     assert_false(search_space_legal(&p, &seeds[3], NULL, 0));
