@@ -104,6 +104,8 @@ double costmodel_analytical_us(const search_task *t, const search_target *g, con
 
 /* Ridge strength of costmodel_train, on standardized features (unit variance). */
 #define COSTMODEL_RIDGE_LAMBDA 0.05
+/* Smallest scale of a feature: within-task deviations below it are penalized as if it were this. */
+#define COSTMODEL_SCALE_MIN 0.1
 
 typedef struct costmodel {
     uint32_t version;   /* COSTMODEL_VERSION */

@@ -120,21 +120,13 @@ static void eval_finish(const eval_acc *acc, costmodel_eval *out)
     }
 }
 
-static double clampc(double c)
-{
-    return c > 8 ? 8 : c < -8 ? -8 : c == c ? c : 0;
-}
-
 /* ln of m's prediction from features f (see costmodel_predict_us). */
 static double predict_log(const costmodel *m, const double *f)
 {
     double la = f[COSTMODEL_F_LOG2_ANALYTICAL_US] * log(2.0);
     if (!m->trained)
         return la;
-    double c = m->intercept;
-    for (int j = 0; j < COSTMODEL_NFEAT; ++j)
-        c += m->w[j] * (f[j] - m->mean[j]) / m->scale[j];
-    return la + clampc(c);
+    return la + costmodel_correction(m, f);
 }
 
 /* ---- grouping ---------------------------------------------------------------------- */

@@ -38,4 +38,9 @@ void costmodel_stats_sub(costmodel_stats *a, const costmodel_stats *b);
  * 0, or -1 when the stats hold fewer than 2 records. */
 int costmodel_stats_solve(const costmodel_stats *s, double lambda, costmodel *m);
 
+/* The learned log correction of m for features f (m trained): intercept + w . z,
+ * squashed into (-8, 8) by a strictly increasing map (identity on [-4, 4]) so
+ * that a far extrapolation never ties schedules a hard clamp would tie. */
+double costmodel_correction(const costmodel *m, const double *f);
+
 #endif

@@ -91,14 +91,24 @@ double costmodel_predict_us(const costmodel *m, const search_task *t, const sear
     if (!m->trained)
         return costmodel_analytical_us(t, &m->target, s); /* exactly, not through its log */
     double a = exp2(f[COSTMODEL_F_LOG2_ANALYTICAL_US]);
+    double us = a * exp(costmodel_correction(m, f));
+    return isfinite(us) && us > 0 ? us : 1e9;
+}
+
+double costmodel_correction(const costmodel *m, const double *f)
+{
     double c = m->intercept;
     for (int j = 0; j < COSTMODEL_NFEAT; ++j)
         c += m->w[j] * (f[j] - m->mean[j]) / m->scale[j];
     if (!(c == c))
-        c = 0;
-    c = c > CORR_MAX ? CORR_MAX : c < -CORR_MAX ? -CORR_MAX : c;
-    double us = a * exp(c);
-    return isfinite(us) && us > 0 ? us : 1e9;
+        return 0;
+    /* |c| <= half: as is; beyond, half + half * x / (1 + x), x = (|c| - half) / half: increasing, below CORR_MAX */
+    double half = CORR_MAX / 2, a = fabs(c);
+    if (a <= half)
+        return c;
+    double x = (a - half) / half;
+    double v = isfinite(x) ? half + half * x / (1 + x) : CORR_MAX;
+    return c < 0 ? -v : v;
 }
 
 /* ---- sufficient statistics and the ridge solve ---------------------------------- */
@@ -197,7 +207,9 @@ int costmodel_stats_solve(const costmodel_stats *s, double lambda, costmodel *m)
     for (int j = 0; j < F; ++j) {
         double var = s->gram[j][j] / n;
         used[j] = var > 1e-10;
-        scale[j] = used[j] ? sqrt(var) : 1;
+        /* a floor: a feature that barely moves inside tasks would otherwise get a huge raw weight
+         * that ranks nothing and extrapolates wildly across tasks (the task's level) */
+        scale[j] = used[j] ? (sqrt(var) > COSTMODEL_SCALE_MIN ? sqrt(var) : COSTMODEL_SCALE_MIN) : 1;
     }
     for (int a = 0; a < F; ++a) {
         for (int c = 0; c < F; ++c)
