@@ -421,6 +421,51 @@ static void test_learn_synthetic(void **state)
 
 /* ---- evaluation metrics ------------------------------------------------------------ */
 
+/* A correction far past e^+-8 still orders schedules (the old hard clamp tied them), and a
+ * feature that barely moves inside tasks gets no huge raw weight (COSTMODEL_SCALE_MIN). */
+static void test_correction_monotone(void **state)
+{
+    (void)state;
+    search_target g = h200();
+    search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 0, 0, 0);
+    search_schedule s0 = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 2, 256, 0, 1, 0);
+    search_schedule s1 = s0;
+    s1.persist = 1; /* not in the analytical time: only the correction tells them apart */
+    assert_true(costmodel_analytical_us(&t, &g, &s0) == costmodel_analytical_us(&t, &g, &s1));
+    costmodel m;
+    costmodel_init(&m, &g);
+    m.trained = 1;
+    m.records = m.tasks = 1;
+    m.lambda = 1;
+    m.intercept = 8;
+    m.w[COSTMODEL_F_PERSIST] = 100;
+    double a = costmodel_analytical_us(&t, &g, &s0);
+    double p0 = costmodel_predict_us(&m, &t, &s0), p1 = costmodel_predict_us(&m, &t, &s1);
+    assert_true(p0 < p1);
+    assert_true(p1 < a * exp(8.0) && p0 > a * exp(4.0));
+    m.intercept = -8;
+    m.w[COSTMODEL_F_PERSIST] = -100;
+    p0 = costmodel_predict_us(&m, &t, &s0), p1 = costmodel_predict_us(&m, &t, &s1);
+    assert_true(p1 < p0 && p1 > a * exp(-8.0));
+    /* small corrections are taken as they are */
+    m.intercept = 0.5;
+    m.w[COSTMODEL_F_PERSIST] = 1;
+    assert_true(fabs(costmodel_predict_us(&m, &t, &s1) / (a * exp(1.5)) - 1) < 1e-12);
+
+    /* two tasks where a feature moves by 1e-4 inside each: its raw weight stays bounded */
+    search_record recs[8];
+    for (int i = 0; i < 8; ++i) {
+        search_task ti = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, i < 4 ? 0 : 6, 0, 0);
+        search_schedule si = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 1 << (i % 4), 8, 1024, 1, 256, 0, 1, 0);
+        recs[i] = record_of(&ti, &g, &si, 10.0 + i);
+    }
+    costmodel_init(&m, &g);
+    char why[160];
+    assert_int_equal(costmodel_train(&m, recs, 8, why, sizeof why), 8);
+    for (int j = 0; j < COSTMODEL_NFEAT; ++j)
+        assert_true(m.scale[j] >= COSTMODEL_SCALE_MIN || m.w[j] == 0);
+}
+
 static void test_evaluate_hand(void **state)
 {
     (void)state;
@@ -845,6 +890,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_features_sample),  cmocka_unit_test(test_illegal),
         cmocka_unit_test(test_analytical_orderings), cmocka_unit_test(test_analytical_magnitudes),
         cmocka_unit_test(test_learn_synthetic),  cmocka_unit_test(test_evaluate_hand),
+        cmocka_unit_test(test_correction_monotone),
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_decode_hostile),
         cmocka_unit_test(test_cache_store),      cmocka_unit_test(test_commands),
     };
