@@ -24,7 +24,9 @@
  *
  * Prediction: ln t = ln a + intercept + w . z, the intercept being the mean
  * residual left after w (so microseconds are calibrated on average; it does
- * not change any ranking). The correction is clamped to e^+-8.
+ * not change any ranking). The correction is squashed into (-8, 8) by a
+ * strictly increasing map (costmodel_correction), so it never ties schedules;
+ * feature scales are at least COSTMODEL_SCALE_MIN.
  *
  * The byte image (little endian, COSTMODEL_ENCODED_SIZE bytes):
  *   "DOPM" | u32 version | u32 nfeat | u32 trained | i32 cc_major | i32
