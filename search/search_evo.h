@@ -7,16 +7,20 @@
  * the cost of schedules (cheap, called often) and one that measures them
  * (the GPU, called once per round). Each round it
  *
- *   1. builds a population: the best measured schedules so far (elites) plus
- *      schedules drawn uniformly from the space;
+ *   1. builds a population: the best measured schedules so far (elites),
+ *      up to 32 unmeasured one-move mutants of each of the best 4 measured
+ *      (their neighbourhoods), then schedules drawn uniformly from the space;
  *   2. evolves it `generations` times: every member's predicted cost (each
  *      distinct schedule predicted once per round), tournament selection on
  *      it, children by mutation (search_space_mutate) or crossover
  *      (search_space_crossover), no schedule twice in one population;
- *   3. picks the round's candidates: first any seeds not measured yet, then
- *      the best predicted schedules of everything the round saw that were
- *      never measured, and an eps share drawn uniformly from the unmeasured
- *      rest of the space (exploration: a model is blind where it has no data);
+ *   3. picks the round's candidates: first any seeds not measured yet, then a
+ *      quarter of the model's share from the best predicted of those
+ *      neighbourhoods (local search around what the GPU said is fast: it
+ *      holds up where the model's errors are large), then the best predicted
+ *      schedules of everything the round saw that were never measured, and an
+ *      eps share drawn uniformly from the unmeasured rest of the space
+ *      (exploration: a model is blind where it has no data);
  *   4. measures them (one call), and goes on until max_measures schedules
  *      were measured or the space has none left.
  *
@@ -29,11 +33,13 @@
  *
  * Defaults (search_evo_params_init), and why. Our spaces are small next to
  * Ansor's (search_space_count: 4096 -> 16 -> 4096 fp16 apply on sm_90 with
- * 64 rows holds about 52,000 schedules; docs/search.md has a table), and the
- * budget is 64 measurements per task, not Ansor's ~1000, so:
+ * 64 rows holds 115,200 schedules with the stages and persist annotations;
+ * docs/search.md has a table), and the budget is 64 measurements per task,
+ * not Ansor's ~1000, so:
  *   population 512, generations 4: 2,560 predictions a round visit a few
  *       percent of the space, and the mutation neighbourhoods of the best
- *       predicted schedules (Ansor: 2048 and 4 for spaces of 10^8 and more);
+ *       predicted schedules (Ansor: 2048 and 4 for spaces of 10^8 and more;
+ *       doubling ours helped less on the bigger space than the local share);
  *   measures_per_round 16, max_measures 64: four rounds, so the model is
  *       retrained three times on what the GPU said before the budget is spent
  *       (Ansor: 64 a round, one round = its whole budget here);

@@ -6,7 +6,9 @@
  * apply 4096 -> 16 -> 4096 fp16 on sm_90 with 64 rows (memory traffic that
  * grows with the number of row tiles, vector width and loads in flight,
  * occupancy from CTAs x warps, a second launch for split, recomputation for
- * fused, atomics for counter, tensor cores only at 16 rows), with the
+ * fused, atomics for counter, tensor cores only at 16 rows, cp.async stages
+ * helping the tensor-core shrink up to 3, a persistent grid helping when the
+ * tiles are many waves of CTAs and costing a little otherwise), with the
  * interactions real kernels have. The "model" is true_cost times a
  * lognormal-like noise fixed per schedule (a hash), of a chosen spread.
  *
@@ -77,7 +79,8 @@ static uint64_t sched_hash(const search_schedule *s, uint64_t salt)
 {
     uint64_t k = (uint64_t)s->sketch << 57 | (uint64_t)s->mma << 56 | (uint64_t)s->rows << 48 |
                  (uint64_t)s->warps << 40 | (uint64_t)s->vec << 32 | (uint64_t)s->split_k << 24 |
-                 (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5);
+                 (uint64_t)s->kc << 8 | (uint64_t)(s->cols >> 5) | (uint64_t)((s->stages - 1u) & 7u) << 21 |
+                 (uint64_t)(s->persist & 1u) << 54; /* stages 1 and persist 0 keep the version-1 hash */
     return mix64(k ^ mix64(salt + 0x9e3779b97f4a7c15ull));
 }
 
@@ -108,6 +111,12 @@ static double true_cost(const search_problem *p, const search_schedule *s)
     double bw = 3.0e6 * vec_eff[s->vec] * (0.25 + 0.75 * hide); /* bytes per microsecond */
     double t_shrink = (rows_total * din * 2.0 + wbytes / 2.0 * (1.0 + 0.12 * (tiles - 1.0))) / (bw * (0.1 + 0.9 * occ_s));
     double t_expand = (bytes - rows_total * din * 2.0 - wbytes / 2.0) / (3.0e6 * (0.1 + 0.9 * occ_e));
+    /* cp.async staging (tensor cores only): the x and A fragments stop waiting
+     * on global memory; two or three stages hide most of it, a fourth costs
+     * shared memory (occupancy) for nothing */
+    static const double stage_gain[SEARCH_MAX_STAGES + 1] = {1.0, 1.0, 0.86, 0.80, 0.83};
+    if (s->mma && s->stages <= SEARCH_MAX_STAGES)
+        t_shrink *= stage_gain[s->stages];
     /* too many loads in flight spill registers */
     if (loads * s->rows > 64)
         t_shrink *= 1.0 + 0.004 * (loads * s->rows - 64);
@@ -134,6 +143,14 @@ static double true_cost(const search_problem *p, const search_schedule *s)
         t = fmax(t_shrink, t_compute * 0.5) + t_expand * (1.0 + 0.05 * split / 8.0) * (s->rows < 4 ? 1.6 : 1.0) +
             1.0 + 0.01 * split * s->rows;
         break;
+    }
+    /* persistent grid: saves block launches and the tail when the tiles are
+     * many waves of resident CTAs (up to 8% at 5 waves and more); the
+     * grid-stride loop costs 2% when every tile has a CTA of its own anyway */
+    if (s->persist) {
+        double ctas = s->sketch == SEARCH_SKETCH_SPLIT ? ctas_shrink + ctas_expand : fmax(ctas_shrink, ctas_expand);
+        double waves = ctas / (sms * fmin(16.0, 64.0 / s->warps));
+        t *= waves > 1.0 ? 1.02 - 0.10 * fmin(1.0, (waves - 1.0) / 4.0) : 1.02;
     }
     return t;
 }
@@ -291,6 +308,7 @@ static void test_defaults_and_sizes(void **state)
         {"shrink 64 x 4096->16", SEARCH_OP_SHRINK, 64, 4096, 16, 4096},
         {"expand 64 x 16->4096", SEARCH_OP_EXPAND, 64, 4096, 16, 4096},
         {"apply 1 x 32->1->32", SEARCH_OP_APPLY, 1, 32, 1, 32},
+        {"apply 1 x 2->1->32", SEARCH_OP_APPLY, 1, 2, 1, 32},
     };
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; ++i) {
         search_problem p = problem(sz[i].op, sz[i].rows, sz[i].din, sz[i].rank, sz[i].dout);
@@ -301,7 +319,7 @@ static void test_defaults_and_sizes(void **state)
     }
     search_problem b = base_problem();
     long n = search_space_count(&b, NULL);
-    assert_true(n > 40000 && n < 70000);
+    assert_true(n > 100000 && n < 130000); /* 115,200 with stages and persist */
 }
 
 /* Best true cost among 64 uniform draws of the space, for a seed. */
@@ -530,7 +548,8 @@ static void test_odd_costs(void **state)
 static void test_tiny_space_exhaustive(void **state)
 {
     (void)state;
-    search_problem p = problem(SEARCH_OP_APPLY, 1, 32, 1, 32);
+    /* 60 schedules: three sketches, vec 1 or 2, cols 32, persist 0 or 1 */
+    search_problem p = problem(SEARCH_OP_APPLY, 1, 2, 1, 32);
     long n = search_space_count(&p, NULL);
     if (verbose)
         print_message("tiny space: %ld schedules\n", n);
