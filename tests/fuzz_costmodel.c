@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.max_rank = 16;
     t.rows_log2 = 5;
     t.groups_log2 = 5;
-    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0);
+    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0);
     double us = costmodel_predict_us(&m, &t, &s);
     if (!(us > 0) || !isfinite(us))
         fail();
