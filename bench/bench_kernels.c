@@ -33,25 +33,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "dop_args.h"
 #include "runtime_measure.h"
 #include "search_record.h"
 
 #define MAX_LIST 16
 #define MAX_CAND 512
-
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v <= 0 || (*end && *end != ','))
-            return -1;
-        out[n++] = (int)v;
-        s = *end ? end + 1 : end;
-    }
-    return n;
-}
 
 typedef struct shape {
     int d_in, d_out;
@@ -193,24 +180,18 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--layouts") && v) {
-            nlayouts = 0;
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t && nlayouts < RUNTIME_WL_COUNT; t = strtok(NULL, ",")) {
-                int w = runtime_workload_parse(t);
-                if (w < 0) {
-                    fprintf(stderr, "unknown layout '%s'\n", t);
-                    return 2;
-                }
-                layouts[nlayouts++] = w;
+            const char *bad;
+            if ((nlayouts = dop_parse_layouts(v, layouts, RUNTIME_WL_COUNT, &bad)) < 1) {
+                fprintf(stderr, "unknown layout '%s'\n", bad);
+                return 2;
             }
             ++i;
         } else if (!strcmp(a, "--rows") && v) {
-            if ((nrows = parse_list(v, rows, MAX_LIST)) < 1)
+            if ((nrows = dop_parse_ints(v, rows, MAX_LIST)) < 1)
                 usage();
             ++i;
         } else if (!strcmp(a, "--ranks") && v) {
-            if ((nranks = parse_list(v, ranks, MAX_LIST)) < 1)
+            if ((nranks = dop_parse_ints(v, ranks, MAX_LIST)) < 1)
                 usage();
             ++i;
         } else if (!strcmp(a, "--dtypes") && v) {

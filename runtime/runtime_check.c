@@ -127,14 +127,7 @@ static CUresult dupload(const runtime_driver *d, dev_allocs *a, CUdeviceptr *out
     return r;
 }
 
-#define CK(call)                                                                                                   \
-    do {                                                                                                           \
-        CUresult r_ = (call);                                                                                      \
-        if (r_ != CUDA_SUCCESS) {                                                                                  \
-            st = runtime_fail_cu(ctx, r_, #call);                                                                  \
-            goto done;                                                                                             \
-        }                                                                                                          \
-    } while (0)
+#define CK(call) RUNTIME_CK(call)
 
 struct runtime_case_data {
     runtime_case c;

@@ -100,6 +100,17 @@ dop_status runtime_fail(const dop_context *ctx, dop_status status, const char *f
 /* Failure of a driver call: DEVICE_FAILED or OUT_OF_DEVICE_MEMORY with the CUresult named. */
 dop_status runtime_fail_cu(const dop_context *ctx, CUresult r, const char *what);
 
+/* Checks a driver call in a function with `dop_status st`, `ctx` and a `done:` label:
+ * on failure st records it (runtime_fail_cu) and control goes to done. */
+#define RUNTIME_CK(call)                                                                                           \
+    do {                                                                                                           \
+        CUresult r_ = (call);                                                                                      \
+        if (r_ != CUDA_SUCCESS) {                                                                                  \
+            st = runtime_fail_cu(ctx, r_, #call);                                                                  \
+            goto done;                                                                                             \
+        }                                                                                                          \
+    } while (0)
+
 /* Makes ctx's CUDA context current in this thread; *pushed says whether to pop. */
 dop_status runtime_enter(dop_context *ctx, bool *pushed);
 void runtime_leave(dop_context *ctx, bool pushed);

@@ -36,14 +36,7 @@ void runtime_bench_options_init(runtime_bench_options *o)
     o->burst = 10;
 }
 
-#define CK(call)                                                                                                   \
-    do {                                                                                                           \
-        CUresult r_ = (call);                                                                                      \
-        if (r_ != CUDA_SUCCESS) {                                                                                  \
-            st = runtime_fail_cu(ctx, r_, #call);                                                                  \
-            goto done;                                                                                             \
-        }                                                                                                          \
-    } while (0)
+#define CK(call) RUNTIME_CK(call)
 
 static double now_s(void)
 {

@@ -41,6 +41,7 @@
 
 #include "costmodel.h"
 #include "costmodel_cache.h"
+#include "dop_args.h"
 #include "dop_warm.h"
 #include "runtime_measure.h"
 #include "search_evo.h"
@@ -450,68 +451,10 @@ static int measure_space(tune_state *T, oracle_map *m)
 
 /* ---- tasks -------------------------------------------------------------------------- */
 
-typedef struct shape_in {
-    char name[24];
-    int d_in, num_slices, d_out[DOP_MAX_SLICES];
-} shape_in;
-
-static int preset(const char *model, shape_in *out, int max)
-{
-    static const struct {
-        const char *name;
-        int hidden, kv, inter;
-    } presets[] = {{"llama-2-7b", 4096, 4096, 11008}, {"llama-3-8b", 4096, 1024, 14336}, {"mistral-7b", 4096, 1024, 14336}};
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; ++i) {
-        if (strcmp(presets[i].name, model) || max < 4)
-            continue;
-        int h = presets[i].hidden, kv = presets[i].kv, f = presets[i].inter;
-        out[0] = (shape_in){"qkv", h, 3, {h, kv, kv}};
-        out[1] = (shape_in){"o", h, 1, {h}};
-        out[2] = (shape_in){"gate_up", h, 2, {f, f}};
-        out[3] = (shape_in){"down", f, 1, {h}};
-        return 4;
-    }
-    return -1;
-}
-
-static int parse_shape(const char *s, shape_in *out)
-{
-    memset(out, 0, sizeof *out);
-    char *end;
-    long din = strtol(s, &end, 10);
-    if (din <= 0 || *end != ':')
-        return -1;
-    out->d_in = (int)din;
-    s = end + 1;
-    while (*s && out->num_slices < DOP_MAX_SLICES) {
-        long d = strtol(s, &end, 10);
-        if (d <= 0 || (*end && *end != ','))
-            return -1;
-        out->d_out[out->num_slices++] = (int)d;
-        s = *end ? end + 1 : end;
-    }
-    snprintf(out->name, sizeof out->name, "shape");
-    return out->num_slices ? 0 : -1;
-}
-
-static int parse_ints(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v <= 0 || (*end && *end != ','))
-            return -1;
-        out[n++] = (int)v;
-        s = *end ? end + 1 : end;
-    }
-    return n;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: dop tune [--model llama-2-7b|llama-3-8b|mistral-7b]... [--shape DIN:DOUT[,DOUT...]]...\n"
+            "usage: dop tune [--model llama-2-7b|llama-3-8b|mistral-7b|grid]... [--shape DIN:DOUT[,DOUT...]]...\n"
             "                [--ranks 16,...] [--dtype f16|bf16] [--layouts distinct,uniform,skewed,identical,mixed]\n"
             "                [--rows 1,8,32,64,128,256,1024,4096] [--budget 64] [--records FILE] [--cache FILE]\n"
             "                [--seed N] [--threads N] [--compile-timeout S] [--warm] [--exhaustive [--max-space N]]\n"
@@ -524,7 +467,7 @@ static void usage(FILE *f)
 
 int dop_tune_command(int argc, char **argv)
 {
-    shape_in shapes[64];
+    dop_model_shape shapes[64];
     int nshapes = 0, ranks[8] = {16}, nranks = 1, rows[16] = {1, 8, 32, 64, 128, 256, 1024, 4096}, nrows = 8;
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nlayouts = 5, budget = 64, exhaustive = 0, no_store = 0;
     int store_only = 0;
@@ -543,41 +486,35 @@ int dop_tune_command(int argc, char **argv)
     for (int i = 0; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--model") && v) {
-            int n = preset(v, shapes + nshapes, 64 - nshapes);
+            int n = dop_model_shapes(v, shapes + nshapes, 64 - nshapes);
             if (n < 0) {
-                fprintf(stderr, "dop tune: unknown model '%s' (llama-2-7b, llama-3-8b, mistral-7b)\n", v);
+                fprintf(stderr, "dop tune: unknown model '%s' (llama-2-7b, llama-3-8b, mistral-7b, grid)\n", v);
                 return 2;
             }
             nshapes += n, ++i;
         } else if (!strcmp(a, "--shape") && v) {
-            if (nshapes == 64 || parse_shape(v, &shapes[nshapes])) {
+            if (nshapes == 64 || dop_parse_shape(v, &shapes[nshapes])) {
                 fprintf(stderr, "dop tune: bad --shape '%s' (DIN:DOUT[,DOUT...])\n", v);
                 return 2;
             }
             nshapes++, ++i;
         } else if (!strcmp(a, "--ranks") && v) {
-            if ((nranks = parse_ints(v, ranks, 8)) < 1) {
+            if ((nranks = dop_parse_ints(v, ranks, 8)) < 1) {
                 fprintf(stderr, "dop tune: bad --ranks '%s'\n", v);
                 return 2;
             }
             ++i;
         } else if (!strcmp(a, "--rows") && v) {
-            if ((nrows = parse_ints(v, rows, 16)) < 1) {
+            if ((nrows = dop_parse_ints(v, rows, 16)) < 1) {
                 fprintf(stderr, "dop tune: bad --rows '%s'\n", v);
                 return 2;
             }
             ++i;
         } else if (!strcmp(a, "--layouts") && v) {
-            nlayouts = 0;
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t && nlayouts < RUNTIME_WL_COUNT; t = strtok(NULL, ",")) {
-                int w = runtime_workload_parse(t);
-                if (w < 0) {
-                    fprintf(stderr, "dop tune: unknown layout '%s'\n", t);
-                    return 2;
-                }
-                layouts[nlayouts++] = w;
+            const char *bad;
+            if ((nlayouts = dop_parse_layouts(v, layouts, RUNTIME_WL_COUNT, &bad)) < 1) {
+                fprintf(stderr, "dop tune: unknown layout '%s'\n", bad);
+                return 2;
             }
             ++i;
         } else if (!strcmp(a, "--dtype") && v) {
@@ -625,7 +562,7 @@ int dop_tune_command(int argc, char **argv)
         }
     }
     if (!nshapes)
-        nshapes = preset("llama-2-7b", shapes, 64);
+        nshapes = dop_model_shapes("llama-2-7b", shapes, 64);
     T.quiet_bar = !isatty(2);
     T.kd = dtype == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
 

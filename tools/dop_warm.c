@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "dop_warm.h"
+#include "dop_args.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -57,75 +58,6 @@ int dop_warm_profile(const char *name, dop_device_info *out)
 const char *dop_warm_profile_names(void)
 {
     return "a100-80gb h100-sxm h200 l40s rtx-4090";
-}
-
-typedef struct warm_shape {
-    int d_in, num_slices, d_out[DOP_MAX_SLICES];
-} warm_shape;
-
-/* Linear layers of the presets: q/k/v as slices, o, gate/up as slices, down. */
-static int preset_shapes(const char *name, warm_shape *out, int max)
-{
-    static const struct {
-        const char *name;
-        int hidden, kv, inter;
-    } presets[] = {{"llama-2-7b", 4096, 4096, 11008}, {"llama-3-8b", 4096, 1024, 14336}, {"mistral-7b", 4096, 1024, 14336}};
-    if (!strcmp(name, "grid")) { /* the shapes of ../shared/WORKLOADS.md's kernel grid */
-        if (max < 3)
-            return -1;
-        out[0] = (warm_shape){4096, 1, {4096}};
-        out[1] = (warm_shape){4096, 1, {11008}};
-        out[2] = (warm_shape){11008, 1, {4096}};
-        return 3;
-    }
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; ++i) {
-        if (strcmp(presets[i].name, name) != 0)
-            continue;
-        if (max < 4)
-            return -1;
-        int h = presets[i].hidden, kv = presets[i].kv, f = presets[i].inter;
-        out[0] = (warm_shape){h, 3, {h, kv, kv}};
-        out[1] = (warm_shape){h, 1, {h}};
-        out[2] = (warm_shape){h, 2, {f, f}};
-        out[3] = (warm_shape){f, 1, {h}};
-        return 4;
-    }
-    return -1;
-}
-
-static int parse_shape(const char *s, warm_shape *out)
-{
-    memset(out, 0, sizeof *out);
-    char *end;
-    long din = strtol(s, &end, 10);
-    if (din <= 0 || *end != ':')
-        return -1;
-    out->d_in = (int)din;
-    s = end + 1;
-    while (*s && out->num_slices < DOP_MAX_SLICES) {
-        long d = strtol(s, &end, 10);
-        if (d <= 0 || (*end && *end != ','))
-            return -1;
-        out->d_out[out->num_slices++] = (int)d;
-        s = *end ? end + 1 : end;
-    }
-    return out->num_slices ? 0 : -1;
-}
-
-static int parse_ints(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (s && *s && n < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s)
-            return -1;
-        out[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return -1;
-    }
-    return n;
 }
 
 /* ---- parallel compile ------------------------------------------------------------ */
@@ -258,7 +190,7 @@ int dop_warm_command(int argc, char **argv)
 {
     dop_device_info dev;
     int have_dev = 0, custom_arch = 0;
-    warm_shape shapes[64];
+    dop_model_shape shapes[64];
     int nshapes = 0;
     int ranks[16] = {8, 16, 32, 64, 128}, nranks = 5;
     int rows[16] = {1, 8, 32, 64, 128, 256, 1024, 4096}, nrows = 8;
@@ -303,20 +235,20 @@ int dop_warm_command(int argc, char **argv)
             snprintf(dev.name, sizeof dev.name, "custom");
             ++i;
         } else if (!strcmp(a, "--model") && v) {
-            int n = preset_shapes(v, shapes + nshapes, 64 - nshapes);
+            int n = dop_model_shapes(v, shapes + nshapes, 64 - nshapes);
             if (n < 0) {
                 fprintf(stderr, "dop warm: unknown model '%s'\n", v);
                 return 2;
             }
             nshapes += n, ++i;
         } else if (!strcmp(a, "--shape") && v) {
-            if (nshapes == 64 || parse_shape(v, &shapes[nshapes])) {
+            if (nshapes == 64 || dop_parse_shape(v, &shapes[nshapes])) {
                 fprintf(stderr, "dop warm: --shape wants DIN:DOUT[,DOUT...] (at most %d slices)\n", DOP_MAX_SLICES);
                 return 2;
             }
             nshapes++, ++i;
         } else if (!strcmp(a, "--ranks") && v) {
-            nranks = parse_ints(v, ranks, 16), ++i;
+            nranks = dop_parse_ints(v, ranks, 16), ++i;
             for (int k = 0; k < nranks; ++k)
                 if (ranks[k] < 1 || ranks[k] > DOP_MAX_RANK)
                     nranks = -1;
@@ -325,7 +257,7 @@ int dop_warm_command(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "--rows") && v) {
-            nrows = parse_ints(v, rows, 16), ++i;
+            nrows = dop_parse_ints(v, rows, 16), ++i;
             for (int k = 0; k < nrows; ++k)
                 if (rows[k] < 1 || rows[k] > (1 << 20))
                     nrows = -1;
@@ -369,9 +301,9 @@ int dop_warm_command(int argc, char **argv)
     if (threads < 1)
         threads = 1;
     if (!nshapes) {
-        nshapes = preset_shapes("grid", shapes, 64);
-        nshapes += preset_shapes("llama-2-7b", shapes + nshapes, 64 - nshapes);
-        nshapes += preset_shapes("llama-3-8b", shapes + nshapes, 64 - nshapes);
+        nshapes = dop_model_shapes("grid", shapes, 64);
+        nshapes += dop_model_shapes("llama-2-7b", shapes + nshapes, 64 - nshapes);
+        nshapes += dop_model_shapes("llama-3-8b", shapes + nshapes, 64 - nshapes);
     }
     if (!have_dev) {
         dop_context *ctx;
