@@ -135,7 +135,7 @@ unsigned runtime_plan_value_origin(const void *buf, size_t len)
     if (len != sizeof v)
         return 0;
     memcpy(&v, buf, sizeof v);
-    return v.version == 1 ? v.origin : 0;
+    return v.version == PLAN_VALUE_VERSION ? v.origin : 0;
 }
 
 /* The heuristic's pick for a layout class: it sees a representative of the

@@ -679,6 +679,15 @@ static void test_schedules_from_cache(void **state)
     assert_int_equal(runtime_plan_value_decode(val, len, &back, 16), 0);
     assert_memory_equal(&back, &sx_sched, sizeof back);
     assert_int_equal(runtime_plan_value_decode(val, len - 1, &back, 16), -1);
+    /* the origin (what dop warm reads so as not to overwrite a tuned schedule) */
+    assert_int_equal(runtime_plan_value_origin(val, len), 2);
+    assert_int_equal(runtime_plan_value_origin(val, len - 1), 0);
+    {
+        unsigned char warm[256];
+        size_t wlen = 0;
+        runtime_plan_value_encode(&sx_sched, 1, 0, warm, &wlen);
+        assert_int_equal(runtime_plan_value_origin(warm, wlen), 1);
+    }
     {
         /* a value written before schedule version 2: u32 version 1, u32 origin, the 12-byte
          * version-1 schedule (its last byte reserved where stages is now), f32 time: refused */
@@ -689,6 +698,7 @@ static void test_schedules_from_cache(void **state)
         const unsigned char s1[12] = {1, SEARCH_SKETCH_SPLIT, 2, 4, 4, 4, 0, 1, 128, 0, 0, 0}; /* kc 256, cols 128 */
         memcpy(old + 8, s1, sizeof s1);
         assert_int_equal(runtime_plan_value_decode(old, sizeof old, &back, 16), -1);
+        assert_int_equal(runtime_plan_value_origin(old, sizeof old), 0);
         /* the same bytes in a value of the current size and version: the schedule's version refuses it */
         unsigned char cur[256];
         size_t clen = 0;
