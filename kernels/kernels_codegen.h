@@ -17,6 +17,15 @@ typedef enum kernels_dtype { KERNELS_F16 = 1, KERNELS_BF16 = 2 } kernels_dtype;
 #define KERNELS_ENTRY_COUNTER "dop_fused_counter"
 
 /*
+ * The entry points the module of schedule s holds: a module is compiled for one
+ * sketch, with only what that sketch launches (NVRTC time is about a third of
+ * a module with all four). split: shrink and expand (which also serve the
+ * shrink and expand ops); fused: fused; counter: the counter kernel. Writes
+ * the names to names[0..] (2 suffice) and returns how many.
+ */
+int kernels_entries(const search_schedule *s, const char *names[2]);
+
+/*
  * Writes the complete source for (schedule, dtype, max_rank) into a malloc'd,
  * NUL-terminated string (*out, length *out_len). The same inputs always give
  * the same bytes. Returns 0, or -1 if the schedule is illegal (reason in why)

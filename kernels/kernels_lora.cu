@@ -879,6 +879,10 @@ __device__ __forceinline__ void dop_counter_tile(const dop_kparams &p, int rt, i
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }
 
+/* A module holds the entry points of its sketch only (DOP_SKETCH: 1 split, 2 fused,
+ * 3 counter; kernels_entries() lists them): compiling all four takes about three times
+ * as long. */
+#if DOP_SKETCH == 1
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_kparams p)
 {
     DOP_FOR_TILES(dop_k_splits(p), dop_shrink_tile);
@@ -888,13 +892,16 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_k
 {
     DOP_FOR_TILES(dop_col_tiles(p), dop_expand_tile_at);
 }
-
+#elif DOP_SKETCH == 2
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused(const dop_kparams p)
 {
     DOP_FOR_TILES(dop_col_tiles(p), dop_fused_tile);
 }
-
+#elif DOP_SKETCH == 3
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(const dop_kparams p)
 {
     DOP_FOR_TILES(dop_k_splits(p), dop_counter_tile);
 }
+#else
+#error "DOP_SKETCH must be 1 (split), 2 (fused) or 3 (counter)"
+#endif

@@ -277,6 +277,8 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
         }
         if (!from_cache)
             runtime_pick_for_class(&ctx->info, op, ps, cls, &chosen);
+        if (op != RUNTIME_OP_APPLY)
+            chosen.sketch = SEARCH_SKETCH_SPLIT; /* shrink and expand run the split sketch's entry points */
         pthread_mutex_lock(&ctx->lock);
         p = plan_find(ctx->plans, h, &k);
         if (!p && (p = plan_insert(ctx->plans, h, &k)) != NULL) {

@@ -84,10 +84,17 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
         free(k);
         return runtime_fail_cu(ctx, r, "cuModuleLoadData");
     }
-    if ((r = ctx->drv->fn_cuModuleGetFunction(&k->shrink, k->module, KERNELS_ENTRY_SHRINK)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->expand, k->module, KERNELS_ENTRY_EXPAND)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->fused, k->module, KERNELS_ENTRY_FUSED)) != CUDA_SUCCESS ||
-        (r = ctx->drv->fn_cuModuleGetFunction(&k->counter, k->module, KERNELS_ENTRY_COUNTER)) != CUDA_SUCCESS) {
+    /* the module holds its sketch's entry points only (kernels_entries); the others stay NULL */
+    const char *names[2];
+    int nnames = kernels_entries(s, names);
+    for (int i = 0; i < nnames && r == CUDA_SUCCESS; ++i) {
+        CUfunction *slot = !strcmp(names[i], KERNELS_ENTRY_SHRINK)   ? &k->shrink
+                           : !strcmp(names[i], KERNELS_ENTRY_EXPAND) ? &k->expand
+                           : !strcmp(names[i], KERNELS_ENTRY_FUSED)  ? &k->fused
+                                                                     : &k->counter;
+        r = ctx->drv->fn_cuModuleGetFunction(slot, k->module, names[i]);
+    }
+    if (r != CUDA_SUCCESS) {
         ctx->drv->fn_cuModuleUnload(k->module);
         free(k);
         return runtime_fail_cu(ctx, r, "cuModuleGetFunction");
@@ -99,7 +106,8 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
         unsigned sms = ctx->info.sm_count > 0 ? (unsigned)ctx->info.sm_count : 1u;
         for (int i = 0; i < 4; ++i) {
             int n = 0;
-            if (ctx->drv->fn_cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, fs[i], 32 * (int)s->warps, 0) !=
+            if (!fs[i] ||
+                ctx->drv->fn_cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, fs[i], 32 * (int)s->warps, 0) !=
                     CUDA_SUCCESS ||
                 n < 1)
                 n = 1;
@@ -292,10 +300,11 @@ dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_
         compile_marker m = {0x444f504du, (int32_t)getpid(), (int64_t)time(NULL)};
         cache_put(ctx->cache, CACHE_DB_CUBINS, mk.buf, mk.len, "compiling", &m, sizeof m, NULL, 0);
     }
-    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED};
+    const char *entries[2];
+    int nentries = kernels_entries(s, entries);
     runtime_cubin cubin;
-    int rc = runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, 3, &cubin, why,
-                                 sizeof why);
+    int rc = runtime_jit_compile(ctx->nvrtc, src, ctx->info.cc_major, ctx->info.cc_minor, entries, nentries, &cubin,
+                                 why, sizeof why);
     free(src);
     if (rc != 0) {
         if (writable)

@@ -433,6 +433,9 @@ static dop_status launch_tiles(dop_context *ctx, const runtime_kernel *k, int en
                                dop_stream stream, const char *what)
 {
     CUfunction fs[4] = {k->shrink, k->expand, k->fused, k->counter};
+    if (!fs[entry]) /* a module holds its own sketch's entry points only */
+        return runtime_fail(ctx, DOP_ERR_INTERNAL, "%s: the module has no entry point %d for this sketch", what,
+                            entry);
     if (k->sched.persist) {
         unsigned long long tiles = gx * gy * gz, n = k->resident[entry] ? k->resident[entry] : 1u;
         return launch(ctx, fs[entry], (unsigned)(tiles < n ? tiles : n), 1, 1, threads, kp, stream, what);
@@ -502,6 +505,8 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     if (t_forced) {
         char why[256];
         sched = t_forced_sched;
+        if (a->op != RUNTIME_OP_APPLY)
+            sched.sketch = SEARCH_SKETCH_SPLIT; /* before the module: shrink / expand are the split sketch's */
         if (!search_schedule_legal(&sched, c.max_rank, why, sizeof why)) {
             st = runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "%s: forced schedule is illegal: %s", fn, why);
             goto out;

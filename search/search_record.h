@@ -65,7 +65,7 @@ typedef enum search_error {
     SEARCH_ERR_COUNT = 7
 } search_error;
 
-/* Entry points of a module (every sketch's module has all of them), the
+/* Entry points (a module holds its sketch's only: registers and spills of the others are 0), the
  * index of registers[] and spill_bytes[]. */
 enum {
     SEARCH_ENTRY_SHRINK = 0,  /* dop_shrink */

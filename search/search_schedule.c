@@ -10,10 +10,10 @@
  * elements through a ring of `stages` shared-memory buffers (cp.async), which
  * counts against the same 48 KiB.
  *
- * Only rows, warps, vec, kc, cols, mma, stages and persist shape the generated
- * source; the sketch chooses which entry points run and split_k is a launch
- * parameter, so schedules that differ only there share one compiled module
- * (search_schedule_module_key).
+ * Only the sketch (which entry points the module holds), rows, warps, vec, kc,
+ * cols, mma, stages and persist shape the generated source; split_k is a
+ * launch parameter, so schedules that differ only there share one compiled
+ * module (search_schedule_module_key).
  */
 #include "search_schedule.h"
 
@@ -137,7 +137,6 @@ int search_schedule_format(const search_schedule *s, char *buf, size_t len)
 search_schedule search_schedule_module_key(const search_schedule *s)
 {
     search_schedule k = *s;
-    k.sketch = SEARCH_SKETCH_SPLIT;
     k.split_k = 1;
     return k;
 }

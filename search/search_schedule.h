@@ -67,8 +67,8 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank);
 bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len);
 
 /* The schedule with only the fields that change the generated source kept
- * (sketch and split_k normalised; stages and persist are compile-time and
- * kept): equal keys share one compiled module. */
+ * (split_k normalised: it is a launch parameter; the sketch, stages and
+ * persist are compile-time and kept): equal keys share one compiled module. */
 search_schedule search_schedule_module_key(const search_schedule *s);
 
 /* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256", then " mma", " stages=N"

@@ -828,14 +828,20 @@ static void test_apply_table_device_layout(void **state)
     assert_true(a.compile_seconds > a0.compile_seconds && a.cubins_from_cache == a0.cubins_from_cache);
     assert_true(a.plans == a0.plans && a.generic_calls == 0); /* a forced schedule bypasses dispatch */
 
-    /* the fused sketch of the same tile sizes shares the module */
+    /* the fused sketch of the same tile sizes is another module (a module holds its sketch's
+     * entry points only); another split_k of the split sketch is the same module */
     search_schedule fz = S1;
     fz.sketch = SEARCH_SKETCH_FUSED, fz.split_k = 1;
     runtime_force_schedule(&fz);
     RUN_OK(AP, c_.lay = &l);
-    assert_int_equal(compiled(), a.kernels_compiled);
+    assert_int_equal(compiled(), a.kernels_compiled + 1);
     check_grid(AP, &f->shape, 256);
     assert_int_equal(g_fk.launch[0].kind, FK_FUSED);
+    search_schedule s2 = S1;
+    s2.split_k = S1.split_k == 1 ? 2 : 1;
+    runtime_force_schedule(&s2);
+    RUN_OK(AP, c_.lay = &l);
+    assert_int_equal(compiled(), a.kernels_compiled + 1);
 
     /* a persistent grid: one dimension, the tiles of the one-tile grid or the CTAs that fit at
      * once (132 SMs x the fake's occupancy of 2), whichever is fewer; the same argument block */

@@ -3,9 +3,9 @@
  * compilation of what it generates (runtime/runtime_jit.c), without a GPU.
  *
  * - codegen is deterministic, distinguishes every input that shapes the
- *   source (rows, warps, vec, kc, cols, dtype, max_rank) and only those
- *   (sketch and split_k give the same source, as search_schedule_module_key
- *   promises), includes no header at all, and rejects illegal schedules and
+ *   source (sketch, rows, warps, vec, kc, cols, dtype, max_rank) and only those
+ *   (split_k gives the same source, as search_schedule_module_key promises),
+ *   holds only its sketch's entry points, includes no header at all, and rejects illegal schedules and
  *   unknown dtypes;
  * - a fixed sample of 20 schedules covering both sketches, rows 1..32, warps
  *   1..16, vec 1..8, several kc and cols, both dtypes and ranks 8..128 is
@@ -103,12 +103,18 @@ static void test_codegen_distinguishes(void **state)
     assert_true(strcmp(o, ref) != 0);
     free(o);
 
-    /* sketch and split_k do not shape the source: one module serves both */
+    /* split_k does not shape the source: one module serves every split */
     search_schedule f = base;
-    f.sketch = SEARCH_SKETCH_FUSED;
-    f.split_k = 1;
+    f.split_k = base.split_k == 1 ? 2 : 1;
     o = gen(&f, KERNELS_F16, 16, NULL);
     assert_string_equal(o, ref);
+    free(o);
+    /* the sketch does: its module holds only the sketch's entry points */
+    f = base;
+    f.sketch = base.sketch == SEARCH_SKETCH_FUSED ? SEARCH_SKETCH_SPLIT : SEARCH_SKETCH_FUSED;
+    f.split_k = 1;
+    o = gen(&f, KERNELS_F16, 16, NULL);
+    assert_true(strcmp(o, ref) != 0);
     free(o);
     search_schedule k = search_schedule_module_key(&base);
     o = gen(&k, KERNELS_F16, 16, NULL);
@@ -135,9 +141,13 @@ static void test_codegen_content(void **state)
         assert_non_null(strstr(src, "#define DOP_MAXR 24\n"));
         assert_non_null(strstr(src, "typedef unsigned long long dop_u64;"));
         assert_non_null(strstr(src, "struct dop_kparams"));
+        assert_non_null(strstr(src, "#define DOP_SKETCH 2\n"));
         assert_non_null(strstr(src, KERNELS_ENTRY_SHRINK "("));
         assert_non_null(strstr(src, KERNELS_ENTRY_EXPAND "("));
         assert_non_null(strstr(src, KERNELS_ENTRY_FUSED "("));
+        const char *names[2];
+        assert_int_equal(kernels_entries(&s, names), 1);
+        assert_string_equal(names[0], KERNELS_ENTRY_FUSED);
         /* the template comes last, whole */
         const char *t = kernels_template_source();
         assert_non_null(t);
@@ -333,12 +343,21 @@ static void test_nvrtc_compile_sample(void **state)
             seconds += cub.seconds;
             char cells[3][32];
             int bad = !is_elf(&cub) || cub.num_entries != 3 || !cub.log;
+            const char *held[2];
+            int nheld = kernels_entries(&s, held);
             for (int e = 0; e < 3; ++e) {
                 const runtime_jit_entry_info *u = &cub.entries[e];
+                int in_module = 0; /* a module holds its sketch's entry points only */
+                for (int h = 0; h < nheld; ++h)
+                    in_module |= !strcmp(held[h], entries[e]);
                 snprintf(cells[e], sizeof cells[e], "%3d / %4d / %4d / %4d", u->registers, u->stack_bytes,
                          u->spill_stores, u->spill_loads);
-                if (strcmp(u->name, entries[e]) != 0 || u->registers <= 0 || u->registers > 255 ||
-                    u->stack_bytes < 0 || u->spill_stores < 0 || u->spill_loads < 0)
+                if (strcmp(u->name, entries[e]) != 0)
+                    bad = 1;
+                else if (!in_module && u->registers != -1)
+                    bad = 1; /* an entry point of another sketch was compiled */
+                else if (in_module && (u->registers <= 0 || u->registers > 255 || u->stack_bytes < 0 ||
+                                       u->spill_stores < 0 || u->spill_loads < 0))
                     bad = 1;
                 if (u->spill_stores > 0 || u->spill_loads > 0)
                     ++spilling;

@@ -144,10 +144,19 @@ static void compile_one(const pool *pl, const job *j)
     free(src);
     r->seconds = cub.seconds;
     int good = cub.size > 4 && memcmp(cub.data, "\x7f" "ELF", 4) == 0 && cub.num_entries == NUM_ENTRIES;
+    const char *held[2];
+    int nheld = kernels_entries(&it->s, held);
     for (int e = 0; e < NUM_ENTRIES && good; ++e) {
         r->e[e] = cub.entries[e];
-        if (strcmp(cub.entries[e].name, entries[e]) != 0 || cub.entries[e].registers <= 0 ||
-            cub.entries[e].registers > 255 || cub.entries[e].spill_stores < 0 || cub.entries[e].spill_loads < 0)
+        int in_module = 0; /* a module holds its sketch's entry points only (-1: not in the ptxas report) */
+        for (int h = 0; h < nheld; ++h)
+            in_module |= !strcmp(held[h], entries[e]);
+        if (strcmp(cub.entries[e].name, entries[e]) != 0)
+            good = 0;
+        else if (!in_module)
+            good = cub.entries[e].registers == -1;
+        else if (cub.entries[e].registers <= 0 || cub.entries[e].registers > 255 || cub.entries[e].spill_stores < 0 ||
+                 cub.entries[e].spill_loads < 0)
             good = 0;
     }
     if (!good)
