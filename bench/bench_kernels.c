@@ -65,58 +65,53 @@ typedef struct best_rec {
 
 static int load_records(const char *path, const search_target *me, best_rec **out, int *nout)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        perror(path);
+    search_record *all;
+    size_t nall, bad;
+    int rc = dop_read_records(path, 0, &all, &nall, &bad);
+    if (rc) {
+        if (rc == -1)
+            perror(path);
+        else
+            fprintf(stderr, "bench_kernels: out of memory reading %s\n", path);
         return -1;
     }
+    if (bad)
+        fprintf(stderr, "bench_kernels: %zu unreadable lines in %s skipped\n", bad, path);
     char tag_me[128], tag[128];
     search_target_tag(me, tag_me, sizeof tag_me);
     best_rec *b = NULL;
-    int n = 0, cap = 0, bad = 0;
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t len;
-    search_record r;
-    char why[256];
-    while ((len = getline(&line, &lcap, f)) > 0) {
-        if (search_record_parse(line, (size_t)len, &r, why, sizeof why)) {
-            bad++;
+    int n = 0, cap = 0;
+    for (size_t k = 0; k < nall; ++k) {
+        const search_record *r = &all[k];
+        search_target_tag(&r->target, tag, sizeof tag);
+        if (r->error_no != SEARCH_ERR_OK || r->ncosts < 1 || strcmp(tag, tag_me))
             continue;
-        }
-        search_target_tag(&r.target, tag, sizeof tag);
-        if (r.error_no != SEARCH_ERR_OK || r.ncosts < 1 || strcmp(tag, tag_me))
-            continue;
-        double us = r.costs_us[0];
+        double us = r->costs_us[0];
         int i;
         for (i = 0; i < n; ++i)
-            if (!memcmp(&b[i].task, &r.task, sizeof r.task))
+            if (!memcmp(&b[i].task, &r->task, sizeof r->task))
                 break;
         if (i == n) {
             if (n == cap) {
                 cap = cap ? 2 * cap : 64;
                 best_rec *nb = realloc(b, (size_t)cap * sizeof *nb);
                 if (!nb) {
-                    fclose(f);
-                    free(line);
+                    free(all);
                     free(b);
                     return -1;
                 }
                 b = nb;
             }
-            b[n].task = r.task;
-            b[n].sched = r.sched;
+            b[n].task = r->task;
+            b[n].sched = r->sched;
             b[n].us = us;
             n++;
         } else if (us < b[i].us) {
-            b[i].sched = r.sched;
+            b[i].sched = r->sched;
             b[i].us = us;
         }
     }
-    free(line);
-    fclose(f);
-    if (bad)
-        fprintf(stderr, "bench_kernels: %d unreadable lines in %s skipped\n", bad, path);
+    free(all);
     *out = b;
     *nout = n;
     return 0;
@@ -326,7 +321,7 @@ int main(int argc, char **argv)
                         runtime_record_task(RUNTIME_OP_APPLY, &ps, &cls, &bc[k].task);
                         bc[k].hbm_bytes = runtime_case_hbm_bytes(cd);
                         int32_t *tmp = malloc((size_t)c->num_rows * 4);
-                        uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
+                        uint64_t rng = runtime_case_rng(c->seed);
                         runtime_workload_rows(c->workload, c->num_rows, &rng, tmp);
                         runtime_layout_summary sum;
                         runtime_summarize_rows(tmp, c->num_rows, &sum);

@@ -432,7 +432,7 @@ typedef struct layout_buf {
 
 static void make_layout(textgen *t, int wl, int B, uint64_t seed, layout_buf *lb)
 {
-    uint64_t rng = seed * 0x2545f4914f6cdd1dull + 1;
+    uint64_t rng = runtime_case_rng(seed);
     int used = runtime_workload_rows((runtime_workload)wl, B, &rng, lb->row_slot);
     if (used > t->slots) {
         fprintf(stderr, "dop-textgen: layout %s at %d rows uses %d adapters, more than the %d slots\n",

@@ -32,6 +32,11 @@ static double rng_unit(uint64_t *s) /* [-1, 1) */
 
 static const char *const wl_names[RUNTIME_WL_COUNT] = {"distinct", "uniform", "skewed", "identical", "mixed"};
 
+uint64_t runtime_case_rng(uint64_t seed)
+{
+    return seed * 0x2545f4914f6cdd1dull + 1;
+}
+
 const char *runtime_workload_name(runtime_workload w)
 {
     return (unsigned)w < RUNTIME_WL_COUNT ? wl_names[w] : "?";
@@ -208,7 +213,7 @@ dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_c
     cd->c = *c;
     const int bf16 = cd->bf16 = c->dtype == DOP_DTYPE_BF16;
     const int n = c->num_rows, S = c->num_slices, R = c->max_rank;
-    uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
+    uint64_t rng = runtime_case_rng(c->seed);
     dop_status st = DOP_OK;
     bool pushed = false;
     if ((st = runtime_enter(ctx, &pushed)) != DOP_OK) {

@@ -23,6 +23,11 @@ const char *runtime_workload_name(runtime_workload w);
 /* -1 if unknown */
 int runtime_workload_parse(const char *name);
 
+/* The generator state a case with this seed starts from: runtime_case_setup
+ * draws its layout first (runtime_workload_rows), so a tool that needs only
+ * the layout of a case draws it from here and gets the same rows. */
+uint64_t runtime_case_rng(uint64_t seed);
+
 /*
  * Fills row_slot[num_rows] for a workload; returns the number of slots used
  * (slots are 0 .. n-1). rng is advanced. Segment lengths for the sorted

@@ -93,3 +93,54 @@ int dop_parse_layouts(const char *s, int *out, int max, const char **bad)
         *bad = s;
     return n ? n : -1;
 }
+
+int dop_read_records(const char *path, size_t report, search_record **recs, size_t *n, size_t *bad)
+{
+    *recs = NULL;
+    *n = *bad = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    search_record *r = NULL;
+    size_t cap = 0, lines = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    int rc = 0;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        lines++;
+        size_t l = (size_t)len;
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            --l;
+        if (l == 0) /* blank lines are not records and not errors */
+            continue;
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 1024;
+            search_record *nr = realloc(r, nc * sizeof *nr);
+            if (!nr) {
+                rc = -2;
+                break;
+            }
+            r = nr;
+            cap = nc;
+        }
+        char why[256];
+        if (search_record_parse(line, l, &r[*n], why, sizeof why) != 0) {
+            if ((*bad)++ < report)
+                fprintf(stderr, "%s:%zu: %s\n", path, lines, why);
+            continue;
+        }
+        (*n)++;
+    }
+    free(line);
+    fclose(f);
+    if (rc) {
+        free(r);
+        *n = 0;
+        return rc;
+    }
+    if (report && *bad > report)
+        fprintf(stderr, "%s: %zu more bad lines\n", path, *bad - report);
+    *recs = r;
+    return 0;
+}

@@ -6,7 +6,10 @@
 #ifndef DOP_TOOLS_ARGS_H
 #define DOP_TOOLS_ARGS_H
 
+#include <stddef.h>
+
 #include "dop.h"
+#include "search_record.h"
 
 typedef struct dop_model_shape {
     char name[24]; /* "qkv", "o", "gate_up", "down", or "shape" for --shape */
@@ -26,5 +29,15 @@ int dop_parse_shape(const char *text, dop_model_shape *out);
 int dop_parse_ints(const char *text, int *out, int max);
 /* "distinct,mixed" -> runtime_workload values; the count, or -1 naming the bad one in *bad. */
 int dop_parse_layouts(const char *text, int *out, int max, const char **bad);
+
+/*
+ * Reads a JSON-lines file of tuning records into *recs (malloc'd, *n of them):
+ * the lines search_record_parse accepts; blank lines are skipped; *bad counts
+ * the others, the first `report` of which are printed to stderr as
+ * "path:line: why" (then how many more). Returns 0; -1 when the file cannot
+ * be opened (errno set, nothing printed); -2 when memory runs out (nothing
+ * kept). On failure *recs is NULL and *n 0.
+ */
+int dop_read_records(const char *path, size_t report, search_record **recs, size_t *n, size_t *bad);
 
 #endif

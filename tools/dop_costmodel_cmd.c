@@ -21,6 +21,7 @@
 
 #include "costmodel.h"
 #include "costmodel_cache.h"
+#include "dop_args.h"
 #include "dop_costmodel_cmd.h"
 
 static void usage(FILE *f)
@@ -35,54 +36,18 @@ static void usage(FILE *f)
 
 typedef struct log_data {
     search_record *recs;
-    size_t n, cap;
-    size_t lines, bad;
+    size_t n, bad;
 } log_data;
 
-/* Reads a JSON-lines log. 0, or 1 when the file cannot be read or memory runs out. */
+/* Reads a JSON-lines log (the first 5 bad lines are shown). 0, or 1 when the file cannot be read or memory runs out. */
 static int read_log(const char *path, log_data *d)
 {
-    memset(d, 0, sizeof *d);
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    int rc = dop_read_records(path, 5, &d->recs, &d->n, &d->bad);
+    if (rc == -1)
         fprintf(stderr, "dop costmodel: cannot open %s\n", path);
-        return 1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        d->lines++;
-        size_t l = (size_t)len;
-        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
-            --l;
-        if (l == 0) /* blank lines are not records and not errors */
-            continue;
-        if (d->n == d->cap) {
-            size_t nc = d->cap ? 2 * d->cap : 1024;
-            search_record *nr = realloc(d->recs, nc * sizeof *nr);
-            if (!nr) {
-                fprintf(stderr, "dop costmodel: out of memory after %zu records\n", d->n);
-                free(line);
-                fclose(f);
-                return 1;
-            }
-            d->recs = nr;
-            d->cap = nc;
-        }
-        char why[256];
-        if (search_record_parse(line, l, &d->recs[d->n], why, sizeof why) != 0) {
-            if (d->bad++ < 5)
-                fprintf(stderr, "%s:%zu: %s\n", path, d->lines, why);
-            continue;
-        }
-        d->n++;
-    }
-    free(line);
-    fclose(f);
-    if (d->bad > 5)
-        fprintf(stderr, "%s: %zu more bad lines\n", path, d->bad - 5);
-    return 0;
+    else if (rc == -2)
+        fprintf(stderr, "dop costmodel: out of memory reading %s\n", path);
+    return rc ? 1 : 0;
 }
 
 /* Distinct targets of the records, in order of first appearance. */

@@ -578,19 +578,21 @@ int dop_tune_command(int argc, char **argv)
 
     /* what earlier runs measured on this GPU trains the model from the start */
     int loaded = 0;
-    FILE *old = fopen(records, "r");
-    if (old) {
-        char *line = NULL;
-        size_t lcap = 0;
-        ssize_t len;
-        search_record r;
-        while ((len = getline(&line, &lcap, old)) > 0)
-            if (search_record_parse(line, (size_t)len, &r, NULL, 0) == 0 &&
-                costmodel_same_target(&r.target, &T.target) && add_record(&T, &r) == 0)
+    {
+        search_record *all;
+        size_t nall, bad;
+        int rr = dop_read_records(records, 0, &all, &nall, &bad); /* -1: no file yet */
+        if (rr == -2) {
+            fprintf(stderr, "dop tune: out of memory reading %s\n", records);
+            dop_context_destroy(ctx);
+            return 1;
+        }
+        for (size_t k = 0; k < nall; ++k)
+            if (costmodel_same_target(&all[k].target, &T.target) && add_record(&T, &all[k]) == 0)
                 loaded++;
-        free(line);
-        fclose(old);
-        retrain(&T);
+        free(all);
+        if (loaded)
+            retrain(&T);
     }
     if (!T.model_trained && ctx->cache) { /* no records here: what an earlier run stored */
         costmodel m;
@@ -632,7 +634,7 @@ int dop_tune_command(int argc, char **argv)
                     c->seed = 1000 + (uint64_t)nt;
                     /* the class, as dispatch will compute it for this call */
                     int32_t *rs = malloc((size_t)c->num_rows * sizeof *rs);
-                    uint64_t rng = c->seed * 0x2545f4914f6cdd1dull + 1;
+                    uint64_t rng = runtime_case_rng(c->seed);
                     runtime_workload_rows(c->workload, c->num_rows, &rng, rs);
                     runtime_layout_summary sum;
                     runtime_summarize_rows(rs, c->num_rows, &sum);
