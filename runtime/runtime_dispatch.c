@@ -227,6 +227,16 @@ runtime_plans *runtime_plans_new(void)
     return calloc(1, sizeof(runtime_plans));
 }
 
+/* The performance key of a call on ctx's GPU and its hash in the plan table. */
+static uint64_t plan_key(const dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
+                         const runtime_layout_class *cls, cache_key *k)
+{
+    runtime_gpu g;
+    runtime_gpu_of(&ctx->info, &g);
+    runtime_perf_key(k, op, ps, &g, cls);
+    return XXH3_64bits(k->buf, k->len);
+}
+
 /*
  * The schedule and kernel for a call. On return *sched is the schedule to
  * launch with and *kernel its module; when the chosen kernel is still being
@@ -237,10 +247,7 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
                             const runtime_kernel **kernel)
 {
     cache_key k;
-    runtime_gpu g;
-    runtime_gpu_of(&ctx->info, &g);
-    runtime_perf_key(&k, op, ps, &g, cls);
-    uint64_t h = XXH3_64bits(k.buf, k.len);
+    uint64_t h = plan_key(ctx, op, ps, cls, &k);
 
     pthread_mutex_lock(&ctx->lock);
     runtime_plan *p = plan_find(ctx->plans, h, &k);
@@ -456,10 +463,7 @@ dop_status runtime_store_tuned(dop_context *ctx, runtime_op op, const runtime_pe
     if (!search_schedule_legal(s, ps->max_rank, why, sizeof why))
         return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "tuned schedule is illegal: %s", why);
     cache_key k;
-    runtime_gpu g;
-    runtime_gpu_of(&ctx->info, &g);
-    runtime_perf_key(&k, op, ps, &g, cls);
-    uint64_t h = XXH3_64bits(k.buf, k.len);
+    uint64_t h = plan_key(ctx, op, ps, cls, &k);
     /* this process's plan first: later calls of the class use the tuned schedule */
     pthread_mutex_lock(&ctx->lock);
     runtime_plan *p = plan_find(ctx->plans, h, &k);
@@ -478,6 +482,8 @@ dop_status runtime_store_tuned(dop_context *ctx, runtime_op op, const runtime_pe
     unsigned char val[64];
     size_t vlen;
     char tag[96];
+    runtime_gpu g;
+    runtime_gpu_of(&ctx->info, &g);
     runtime_gpu_tag(&g, tag, sizeof tag);
     runtime_plan_value_encode(s, 2, measured_us, val, &vlen);
     if (cache_put(ctx->cache, CACHE_DB_SCHEDULES, k.buf, k.len, tag, val, vlen, why, sizeof why) != CACHE_OK)

@@ -59,7 +59,7 @@ typedef struct tune_task {
     /* results */
     search_schedule heur, best;
     double heur_us, best_us, oracle_us, seconds;
-    int measured, failed, oracle_n;
+    int measured;
 } tune_task;
 
 /* Exhaustive measurements of the current task: schedule -> time. */
@@ -259,9 +259,8 @@ static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *c
     prep_arg *pa = calloc(1, sizeof *pa);
     runtime_module_req *req = calloc((size_t)n, sizeof *req);
     char *done = calloc((size_t)n, 1);
-    double *t_start = calloc((size_t)n, sizeof *t_start);
-    if (!pa || !req || !done || !t_start) {
-        free(pa), free(req), free(done), free(t_start);
+    if (!pa || !req || !done) {
+        free(pa), free(req), free(done);
         return -1;
     }
     for (int i = 0; i < n; ++i)
@@ -324,7 +323,6 @@ static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *c
         progress(T, 0);
     }
     free(done);
-    free(t_start);
     return rc;
 }
 
@@ -379,7 +377,6 @@ static int cb_measure(void *user, const search_schedule *s, int n, double *cost)
                 break;
             }
             T->cur->measured++;
-            T->cur->failed += !isfinite(cost[i]);
         }
         if (T->rf)
             fflush(T->rf);
@@ -444,7 +441,6 @@ static int measure_space(tune_state *T, oracle_map *m)
     }
     T->compile_timeout = timeout;
     T->cur->oracle_us = best;
-    T->cur->oracle_n = (int)b.n;
     free(b.s);
     return 0;
 }
