@@ -2,23 +2,13 @@
  * costmodel_cache.c -- cost models in the cache (see costmodel_cache.h). The
  * only file of the cost model that depends on the cache module.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "costmodel_cache.h"
 
-static cache_status failc(cache_status st, char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why && why_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
+#define failc(st, why, why_len, ...) (search_say(why, why_len, __VA_ARGS__), (st))
 
 void costmodel_cache_key(const search_target *g, cache_key *k)
 {

@@ -35,7 +35,6 @@
  *   scale[nfeat] | f64 w[nfeat] | u64 checksum (FNV-1a 64 of all before it)
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,16 +44,7 @@
 #define CORR_MAX 8.0   /* |ln correction| at most: a factor of ~3000 */
 #define WEIGHT_MAX 1e6 /* |w|, |mean|, scale accepted by the decoder */
 
-static int failf(char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#define failf(why, len, ...) (search_say(why, len, __VA_ARGS__), -1)
 
 int costmodel_same_target(const search_target *a, const search_target *b)
 {
@@ -421,26 +411,26 @@ static bool finite_in(double v, double lo, double hi)
 static bool model_valid(const costmodel *m, char *why, size_t why_len)
 {
     if (m->version != COSTMODEL_VERSION)
-        return failf(why, why_len, "cost model version %u is not %u", m->version, COSTMODEL_VERSION), false;
+        return search_say(why, why_len, "cost model version %u is not %u", m->version, COSTMODEL_VERSION), false;
     if (m->trained > 1)
-        return failf(why, why_len, "trained flag %u is not 0 or 1", m->trained), false;
+        return search_say(why, why_len, "trained flag %u is not 0 or 1", m->trained), false;
     if (!costmodel_target_valid(&m->target))
-        return failf(why, why_len, "GPU fingerprint out of range"), false;
+        return search_say(why, why_len, "GPU fingerprint out of range"), false;
     if (!finite_in(m->lambda, 0, WEIGHT_MAX) || !finite_in(m->intercept, -CORR_MAX, CORR_MAX))
-        return failf(why, why_len, "lambda or intercept out of range"), false;
+        return search_say(why, why_len, "lambda or intercept out of range"), false;
     for (int j = 0; j < COSTMODEL_NFEAT; ++j) {
         if (!finite_in(m->mean[j], -WEIGHT_MAX, WEIGHT_MAX) || !finite_in(m->w[j], -WEIGHT_MAX, WEIGHT_MAX) ||
             !finite_in(m->scale[j], 1e-300, WEIGHT_MAX))
-            return failf(why, why_len, "feature %d (%s): mean, scale or weight out of range", j,
-                         costmodel_feature_name(j)),
+            return search_say(why, why_len, "feature %d (%s): mean, scale or weight out of range", j,
+                              costmodel_feature_name(j)),
                    false;
         if (!m->trained && (m->w[j] != 0 || m->mean[j] != 0 || m->scale[j] != 1))
-            return failf(why, why_len, "an untrained model has weights"), false;
+            return search_say(why, why_len, "an untrained model has weights"), false;
     }
     if (!m->trained && (m->records || m->tasks || m->lambda != 0 || m->intercept != 0))
-        return failf(why, why_len, "an untrained model has training counts"), false;
+        return search_say(why, why_len, "an untrained model has training counts"), false;
     if (m->tasks > m->records)
-        return failf(why, why_len, "%u tasks in %u records", m->tasks, m->records), false;
+        return search_say(why, why_len, "%u tasks in %u records", m->tasks, m->records), false;
     return true;
 }
 

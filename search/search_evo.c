@@ -34,7 +34,6 @@
 #include "search_evo.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,17 +68,7 @@ void search_evo_params_init(search_evo_params *p)
     p->seed = 1;
 }
 
-static int fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#define fail(why, len, ...) (search_say(why, len, __VA_ARGS__), -1)
 
 /* ---- schedules as keys ------------------------------------------------------------ */
 
@@ -659,13 +648,13 @@ int search_evo_run(const search_problem *p, const search_evo_params *params, con
     search_schedule *fixed = NULL;
     int rc = -1;
     if (!evo_alloc(&e) || (nseeds > 0 && !(fixed = malloc((size_t)nseeds * sizeof *fixed)))) {
-        fail(why, why_len, "out of host memory");
+        search_say(why, why_len, "out of host memory");
         goto done;
     }
     for (int i = 0; i < nseeds; ++i) {
         search_schedule r;
         if (search_space_repair(p, &seeds[i], &r) < 0) {
-            fail(why, why_len, "seed %d could not be repaired", i);
+            search_say(why, why_len, "seed %d could not be repaired", i);
             goto done;
         }
         fixed[i] = canon(&r);

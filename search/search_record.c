@@ -44,15 +44,7 @@ static const char *const dtype_names[] = {NULL, "f16", "bf16"};
 static const char *const weights_names[] = {"table", "arrays", "upload"};
 static const char *const error_names[] = {"ok", "compile", "launch", "wrong_result", "timeout", "device", "unknown"};
 
-static void say(char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-}
+#define say search_say
 
 const char *search_error_name(int error_no)
 {

@@ -59,7 +59,7 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank)
     return tile + v + ring;
 }
 
-static bool fail(char *why, size_t len, const char *fmt, ...)
+void search_say(char *why, size_t len, const char *fmt, ...)
 {
     if (why && len) {
         va_list ap;
@@ -67,8 +67,9 @@ static bool fail(char *why, size_t len, const char *fmt, ...)
         vsnprintf(why, len, fmt, ap);
         va_end(ap);
     }
-    return false;
 }
+
+#define fail(why, len, ...) (search_say(why, len, __VA_ARGS__), false)
 
 bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len)
 {

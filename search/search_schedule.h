@@ -52,6 +52,10 @@ typedef struct search_schedule {
 /* Static shared memory one CTA may use (no opt-in needed on sm_80+). */
 #define SEARCH_STATIC_SMEM_LIMIT (48 * 1024)
 
+/* Writes a formatted sentence to why when why is not NULL and why_len > 0: how
+ * the search and costmodel functions say why they refused something. */
+void search_say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* A schedule of the current version with the given fields (legality not checked). */
 search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned warps, unsigned vec, unsigned kc,
                                      unsigned split_k, unsigned cols, unsigned mma, unsigned stages, unsigned persist);

@@ -18,7 +18,6 @@
  */
 #include "search_space.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -103,17 +102,7 @@ typedef struct space_ctx {
     size_t smem_limit; /* static shared memory per CTA */
 } space_ctx;
 
-static bool fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
+#define fail(why, len, ...) (search_say(why, len, __VA_ARGS__), false)
 
 bool search_problem_valid(const search_problem *p, char *why, size_t why_len)
 {
