@@ -80,6 +80,10 @@ int kernels_entries(const search_schedule *s, const char *names[2])
         names[0] = KERNELS_ENTRY_COUNTER;
         return 1;
     }
+    if (s->sketch == SEARCH_SKETCH_CLUSTER) {
+        names[0] = KERNELS_ENTRY_CLUSTER;
+        return 1;
+    }
     names[0] = KERNELS_ENTRY_SHRINK;
     names[1] = KERNELS_ENTRY_EXPAND;
     return 2;

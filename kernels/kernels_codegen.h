@@ -15,12 +15,15 @@ typedef enum kernels_dtype { KERNELS_F16 = 1, KERNELS_BF16 = 2 } kernels_dtype;
 #define KERNELS_ENTRY_EXPAND "dop_expand"
 #define KERNELS_ENTRY_FUSED "dop_fused"
 #define KERNELS_ENTRY_COUNTER "dop_fused_counter"
+#define KERNELS_ENTRY_CLUSTER "dop_cluster"
 
 /*
  * The entry points the module of schedule s holds: a module is compiled for one
  * sketch, with only what that sketch launches (NVRTC time is about a third of
  * a module with all four). split: shrink and expand (which also serve the
- * shrink and expand ops); fused: fused; counter: the counter kernel. Writes
+ * shrink and expand ops); fused: fused; counter: the counter kernel; cluster:
+ * the cluster kernel (sm_90+ only: it uses cluster barriers and distributed
+ * shared memory). Writes
  * the names to names[0..] (2 suffice) and returns how many.
  */
 int kernels_entries(const search_schedule *s, const char *names[2]);

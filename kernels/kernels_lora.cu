@@ -36,6 +36,12 @@
  *   dop_fused   grid (row tiles, column tiles, slices): each CTA recomputes
  *               the fp32 intermediate of its rows over all of d_in in shared
  *               memory, then expands its column tile. One launch, no scratch.
+ *   dop_cluster grid (K splits x row tiles, slices) in clusters of the K splits
+ *               (sm_90+; DOP_SKETCH 4): the CTAs of a cluster shrink one row
+ *               tile's K ranges into their shared memory, sum the partials
+ *               through distributed shared memory after a cluster barrier, and
+ *               each expands every (cluster size)-th column tile. One launch, no
+ *               scratch, no memset, no global atomics.
  *   dop_fused_counter  grid (row tiles, K splits, slices), after a memset of
  *               the scratch and counters: each CTA adds its K part of the
  *               intermediate into global memory and counts itself in; the last
@@ -58,6 +64,7 @@
  */
 
 #define DOP_THREADS (DOP_WARPS * 32)
+#define DOP_MAX_CLUSTER 16 /* SEARCH_MAX_CLUSTER */
 
 #ifndef DOP_STAGES
 #define DOP_STAGES 1
@@ -124,6 +131,20 @@ __device__ __forceinline__ float dop_warp_sum(float v)
     for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+/* The shared-window address of a __shared__ object (for cp.async, ldmatrix, mapa). */
+__device__ __forceinline__ unsigned dop_smem_addr(const void *p)
+{
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+/* Asks for the 128-byte line of p (global memory) to be brought into L2; no register waits on it. */
+__device__ __forceinline__ void dop_prefetch_l2(const void *p)
+{
+    asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %0; prefetch.global.L2 [g]; }" ::"l"(p));
 }
 
 /* ---- layout ---------------------------------------------------------------- */
@@ -286,13 +307,6 @@ struct dop_stage {
     dop_u16 x[16][DOP_SP];
     dop_u16 a[DOP_SR][DOP_SP];
 };
-
-__device__ __forceinline__ unsigned dop_smem_addr(const void *p)
-{
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
 
 /* 16 bytes global -> shared, bypassing L1; valid == false reads nothing and
  * writes zeros (src-size 0), so the tail and absent rows cost no load. */
@@ -880,7 +894,7 @@ __device__ __forceinline__ void dop_counter_tile(const dop_kparams &p, int rt, i
 }
 
 /* A module holds the entry points of its sketch only (DOP_SKETCH: 1 split, 2 fused,
- * 3 counter; kernels_entries() lists them): compiling all four takes about three times
+ * 3 counter, 4 cluster; kernels_entries() lists them): compiling all four takes about three times
  * as long. */
 #if DOP_SKETCH == 1
 extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_kparams p)
@@ -902,6 +916,109 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_fused_counter(cons
 {
     DOP_FOR_TILES(dop_k_splits(p), dop_counter_tile);
 }
+#elif DOP_SKETCH == 4
+/* ---- cluster sketch (sm_90+) -------------------------------------------------------
+ * Launched with cluster dimensions (K splits, 1, 1) over a grid (K splits x row
+ * tiles, slices); the persistent loop does not apply (persist is 0). */
+static_assert(!DOP_PERSIST, "the cluster sketch has no persistent grid");
+
+__device__ __forceinline__ unsigned dop_cluster_rank()
+{
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+__device__ __forceinline__ unsigned dop_cluster_size()
+{
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+    return r;
+}
+
+/* Every thread of every CTA of the cluster: arrive (release: this thread's
+ * shared-memory writes become visible to the cluster) / wait (acquire). */
+__device__ __forceinline__ void dop_cluster_arrive()
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void dop_cluster_wait()
+{
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+/* The float at the same shared-memory offset as p in CTA `rank` of the cluster. */
+__device__ __forceinline__ float dop_ld_peer(const float *p, unsigned rank)
+{
+    unsigned a, v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(dop_smem_addr(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.b32 %0, [%1];" : "=r"(v) : "r"(a) : "memory");
+    return __uint_as_float(v);
+}
+
+/* Brings the lines this CTA's expand will read into L2 while it shrinks: for
+ * every group, the B rows of its column tiles (col0, col0 + step, ...: one
+ * contiguous run of rank elements per column) and the y of its rows there. */
+__device__ __forceinline__ void dop_prefetch_expand(const dop_kparams &p, const dop_tile &t, int slice, int row0,
+                                                    int col0, int step)
+{
+    int dout = p.d_out[slice];
+    const dop_u16 *y = reinterpret_cast<const dop_u16 *>(p.y) + p.y_col[slice];
+    for (int c0 = col0; c0 < dout; c0 += step) {
+        int c1 = min(dout, c0 + DOP_COLS);
+        for (int g = 0; g < t.ngroups; ++g) {
+            int j0 = t.gfirst[g];
+            const char *b0 = reinterpret_cast<const char *>(t.rB[j0] + (long long)c0 * t.rank_of[j0]);
+            long long bytes = (long long)(c1 - c0) * t.rank_of[j0] * 2;
+            for (long long o = (long long)threadIdx.x * 128; o < bytes; o += DOP_THREADS * 128)
+                dop_prefetch_l2(b0 + o);
+        }
+        int ylines = ((c1 - c0) * 2 + 127) / 128;
+        for (int i = threadIdx.x; i < DOP_ROWS * ylines; i += DOP_THREADS) {
+            int j = i / ylines, l = i - j * ylines;
+            if (t.rank_of[j] > 0)
+                dop_prefetch_l2(reinterpret_cast<const char *>(y + (long long)(row0 + j) * p.ldy + c0) + l * 128);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_cluster(const dop_kparams p)
+{
+    __shared__ dop_tile t;
+    __shared__ float sv[DOP_ROWS][DOP_MAXR];    /* this CTA's K part of the intermediate */
+    __shared__ float sfull[DOP_ROWS][DOP_MAXR]; /* the cluster's sum */
+    const unsigned cs = dop_cluster_size(), ks = dop_cluster_rank();
+    const int row0 = (int)(blockIdx.x / cs) * DOP_ROWS, slice = (int)blockIdx.y;
+    const int kbeg = (int)ks * p.k_per_cta, kend = min(p.d_in, kbeg + p.k_per_cta);
+    dop_zero_sv(sv);
+    dop_tile_init(p, row0, slice, t);
+    if (t.ngroups == 0)
+        return; /* the same for every CTA of the cluster (same rows, same slice): none waits for another */
+    dop_prefetch_expand(p, t, slice, row0, (int)ks * DOP_COLS, (int)cs * DOP_COLS);
+    dop_shrink_range(p, t, row0, kbeg, kend, sv);
+    dop_cluster_arrive(); /* every CTA's partial is complete ... */
+    dop_cluster_wait();   /* ... and visible to the whole cluster */
+    for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS) {
+        int j = i / DOP_MAXR, r = i - j * DOP_MAXR;
+        float s = 0.f;
+        if (r < t.rank_of[j]) {
+            float part[DOP_MAX_CLUSTER];
+#pragma unroll
+            for (unsigned c = 0; c < DOP_MAX_CLUSTER; ++c) /* all loads in flight, then a fixed-order sum */
+                part[c] = c < cs ? dop_ld_peer(&sv[j][r], c) : 0.f;
+#pragma unroll
+            for (unsigned c = 0; c < DOP_MAX_CLUSTER; ++c)
+                s += part[c];
+        }
+        sfull[j][r] = s;
+    }
+    dop_cluster_arrive(); /* done reading the peers' partials */
+    __syncthreads();      /* sfull is complete */
+    for (int col0 = (int)ks * DOP_COLS; col0 < p.d_out[slice]; col0 += (int)cs * DOP_COLS)
+        dop_expand_tile(p, t, slice, row0, col0, sfull);
+    dop_cluster_wait(); /* no CTA leaves while a peer may still read its shared memory */
+}
 #else
-#error "DOP_SKETCH must be 1 (split), 2 (fused) or 3 (counter)"
+#error "DOP_SKETCH must be 1 (split), 2 (fused), 3 (counter) or 4 (cluster)"
 #endif

@@ -46,10 +46,13 @@
     X(cuFuncGetAttribute)                                                                                          \
     X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                                 \
     X(cuLaunchKernel)                                                                                              \
+    X(cuLaunchKernelEx)                                                                                            \
+    X(cuFuncSetAttribute)                                                                                          \
     X(cuStreamCreate)                                                                                              \
     X(cuStreamDestroy)                                                                                             \
     X(cuStreamSynchronize)                                                                                         \
     X(cuStreamIsCapturing)                                                                                         \
+    X(cuStreamWaitEvent)                                                                                           \
     X(cuStreamBeginCapture)                                                                                        \
     X(cuStreamEndCapture)                                                                                          \
     X(cuGraphInstantiateWithFlags)                                                                                        \

@@ -29,7 +29,7 @@ typedef struct runtime_kernel {
     int max_rank;
     search_schedule sched;
     CUmodule module;
-    CUfunction shrink, expand, fused, counter;
+    CUfunction shrink, expand, fused, counter, cluster;
     /* persist modules: CTAs of shrink, expand, fused, counter that are resident on
      * the device at once (SMs x occupancy), the size of their persistent grids */
     unsigned resident[4];

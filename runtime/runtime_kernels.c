@@ -88,16 +88,19 @@ static dop_status kernel_install(dop_context *ctx, kernels_dtype dtype, int max_
     const char *names[2];
     int nnames = kernels_entries(s, names);
     for (int i = 0; i < nnames && r == CUDA_SUCCESS; ++i) {
-        CUfunction *slot = !strcmp(names[i], KERNELS_ENTRY_SHRINK)   ? &k->shrink
-                           : !strcmp(names[i], KERNELS_ENTRY_EXPAND) ? &k->expand
-                           : !strcmp(names[i], KERNELS_ENTRY_FUSED)  ? &k->fused
-                                                                     : &k->counter;
+        CUfunction *slot = !strcmp(names[i], KERNELS_ENTRY_SHRINK)    ? &k->shrink
+                           : !strcmp(names[i], KERNELS_ENTRY_EXPAND)  ? &k->expand
+                           : !strcmp(names[i], KERNELS_ENTRY_FUSED)   ? &k->fused
+                           : !strcmp(names[i], KERNELS_ENTRY_CLUSTER) ? &k->cluster
+                                                                      : &k->counter;
         r = ctx->drv->fn_cuModuleGetFunction(slot, k->module, names[i]);
     }
+    if (r == CUDA_SUCCESS && k->cluster) /* clusters of more than 8 CTAs (SEARCH_MAX_CLUSTER) need the opt-in */
+        r = ctx->drv->fn_cuFuncSetAttribute(k->cluster, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1);
     if (r != CUDA_SUCCESS) {
         ctx->drv->fn_cuModuleUnload(k->module);
         free(k);
-        return runtime_fail_cu(ctx, r, "cuModuleGetFunction");
+        return runtime_fail_cu(ctx, r, "cuModuleGetFunction / cuFuncSetAttribute");
     }
     if (s->persist) {
         /* a persistent grid is as many CTAs as run at once: SMs x the occupancy of
@@ -267,6 +270,10 @@ dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_
 
     char why[1024], name[128];
     search_schedule_format(s, name, sizeof name);
+    if (s->sketch == SEARCH_SKETCH_CLUSTER && ctx->info.cc_major < 9)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                            "[%s]: the cluster sketch needs sm_90 or newer (thread-block clusters), the device is sm_%d%d",
+                            name, ctx->info.cc_major, ctx->info.cc_minor);
     char *src = NULL;
     size_t len = 0;
     if (kernels_codegen(s, dtype, max_rank, &src, &len, why, sizeof why) != 0)

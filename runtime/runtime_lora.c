@@ -424,6 +424,38 @@ static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned g
 
 enum { ENTRY_SHRINK, ENTRY_EXPAND, ENTRY_FUSED, ENTRY_COUNTER };
 
+/* The cluster sketch's one launch: clusters of `split` CTAs along x (the K splits
+ * of one row tile), row tiles x split CTAs along x, slices along y. */
+static dop_status launch_cluster(dop_context *ctx, const runtime_kernel *k, unsigned row_tiles, unsigned split,
+                                 unsigned slices, unsigned threads, dop_kparams *kp, dop_stream stream)
+{
+    if (!k->cluster)
+        return runtime_fail(ctx, DOP_ERR_INTERNAL, "cuLaunchKernelEx (cluster): the module has no cluster entry point");
+    if ((unsigned long long)row_tiles * split > 0x7fffffffull)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "cuLaunchKernelEx (cluster): %u row tiles x %u K splits "
+                            "exceed the grid", row_tiles, split);
+    CUlaunchAttribute attr;
+    memset(&attr, 0, sizeof attr);
+    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = split;
+    attr.value.clusterDim.y = 1;
+    attr.value.clusterDim.z = 1;
+    CUlaunchConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDimX = row_tiles * split;
+    cfg.gridDimY = slices;
+    cfg.gridDimZ = 1;
+    cfg.blockDimX = threads;
+    cfg.blockDimY = 1;
+    cfg.blockDimZ = 1;
+    cfg.hStream = (CUstream)stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    void *args[] = {kp};
+    CUresult r = ctx->drv->fn_cuLaunchKernelEx(&cfg, k->cluster, args, NULL);
+    return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, "cuLaunchKernelEx (cluster)");
+}
+
 /* Launches entry point `entry` of k over gx x gy x gz tiles: that grid for a
  * one-tile-per-CTA module; for a persist module a 1-D grid of the CTAs that fit
  * on the device at once (never more than the tiles), each striding over the
@@ -613,7 +645,9 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     kp.k_per_cta = kpc;
     split = (c.d_in + kpc - 1) / kpc;
 
-    if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED_COUNTER) {
+    if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_CLUSTER) {
+        st = launch_cluster(ctx, k, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream);
+    } else if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED_COUNTER) {
         kp.counters = wsp + ws.cnt_off;
         CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, (ws.v_size + ws.cnt_size) / 4,
                                                    (CUstream)a->stream);

@@ -49,6 +49,8 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank)
 {
     size_t tile = (size_t)s->rows * 36 + 8;            /* struct dop_tile */
     size_t v = (size_t)s->rows * (size_t)max_rank * 4; /* fp32 intermediate */
+    if (s->sketch == SEARCH_SKETCH_CLUSTER)
+        v *= 2; /* the CTA's partial and the cluster's sum */
     size_t ring = 0;
     if (s->mma && s->stages > 1) {
         /* struct dop_stage x stages: x [16][kc + 8] and A [ranks rounded up to 8][kc + 8]
@@ -77,7 +79,8 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "schedule is NULL");
     if (s->version != SEARCH_SCHEDULE_VERSION)
         return fail(why, why_len, "schedule version %u, expected %u", s->version, SEARCH_SCHEDULE_VERSION);
-    if (s->sketch != SEARCH_SKETCH_SPLIT && s->sketch != SEARCH_SKETCH_FUSED && s->sketch != SEARCH_SKETCH_FUSED_COUNTER)
+    if (s->sketch != SEARCH_SKETCH_SPLIT && s->sketch != SEARCH_SKETCH_FUSED && s->sketch != SEARCH_SKETCH_FUSED_COUNTER &&
+        s->sketch != SEARCH_SKETCH_CLUSTER)
         return fail(why, why_len, "unknown sketch %u", s->sketch);
     if (!is_pow2_in(s->rows, 1, 32))
         return fail(why, why_len, "rows per CTA %u is not a power of two in 1..32", s->rows);
@@ -97,6 +100,9 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "split-K %u not in 1..64", s->split_k);
     if (s->sketch == SEARCH_SKETCH_FUSED && s->split_k != 1)
         return fail(why, why_len, "the fused sketch has no split-K (got %u)", s->split_k);
+    if (s->sketch == SEARCH_SKETCH_CLUSTER && s->split_k > SEARCH_MAX_CLUSTER)
+        return fail(why, why_len, "the cluster sketch's split-K is its cluster size, at most %d (got %u)",
+                    SEARCH_MAX_CLUSTER, s->split_k);
     if (s->stages < 1 || s->stages > SEARCH_MAX_STAGES)
         return fail(why, why_len, "stages %u not in 1..%d", s->stages, SEARCH_MAX_STAGES);
     if (s->stages > 1 && !s->mma)
@@ -104,6 +110,8 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
                     s->stages);
     if (s->persist > 1)
         return fail(why, why_len, "persist is %u, not 0 or 1", s->persist);
+    if (s->persist && s->sketch == SEARCH_SKETCH_CLUSTER)
+        return fail(why, why_len, "the cluster sketch has no persistent grid (persist must be 0)");
     if (s->reserved != 0)
         return fail(why, why_len, "reserved field is %u, not 0", s->reserved);
     if (s->mma > 1)
@@ -127,6 +135,7 @@ int search_schedule_format(const search_schedule *s, char *buf, size_t len)
     const char *sk = s->sketch == SEARCH_SKETCH_SPLIT            ? "split"
                      : s->sketch == SEARCH_SKETCH_FUSED          ? "fused"
                      : s->sketch == SEARCH_SKETCH_FUSED_COUNTER  ? "counter"
+                     : s->sketch == SEARCH_SKETCH_CLUSTER        ? "cluster"
                                                                  : "?";
     char st[16] = "";
     if (s->stages != 1)
@@ -181,6 +190,8 @@ int search_schedule_parse(const char *text, search_schedule *out)
         sketch = SEARCH_SKETCH_FUSED;
     else if (!strcmp(sk, "counter"))
         sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    else if (!strcmp(sk, "cluster"))
+        sketch = SEARCH_SKETCH_CLUSTER;
     else
         return -1;
     if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)

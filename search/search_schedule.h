@@ -26,8 +26,17 @@ typedef enum search_sketch {
     /* one launch after a memset: split-K partials of the intermediate are added
      * in global memory, and the last CTA of each row tile (a completion counter)
      * expands it (BOLT's back-to-back GEMM fusion, without a grid-wide barrier) */
-    SEARCH_SKETCH_FUSED_COUNTER = 3
+    SEARCH_SKETCH_FUSED_COUNTER = 3,
+    /* one launch of thread-block clusters (sm_90+): the split_k CTAs of a cluster
+     * each shrink one K range of a row tile, add up the partials through
+     * distributed shared memory, then each expands every split_k-th column tile;
+     * no scratch, no memset, no atomics in global memory */
+    SEARCH_SKETCH_CLUSTER = 4
 } search_sketch;
+
+/* Largest cluster (split_k of the cluster sketch): 16 CTAs, the non-portable
+ * cluster size Hopper allows; the portable limit is 8. */
+#define SEARCH_MAX_CLUSTER 16
 
 typedef struct search_schedule {
     uint8_t version;   /* SEARCH_SCHEDULE_VERSION */
@@ -35,7 +44,8 @@ typedef struct search_schedule {
     uint8_t rows;      /* batch rows per CTA: 1, 2, 4, 8, 16, 32 */
     uint8_t warps;     /* warps per CTA: 1, 2, 4, 8, 16 */
     uint8_t vec;       /* elements per vector load along d_in: 1, 2, 4, 8 */
-    uint8_t split_k;   /* CTAs sharing one row tile's d_in (SPLIT only; 1 for FUSED) */
+    uint8_t split_k;   /* CTAs sharing one row tile's d_in (split, counter; cluster: the
+                        * cluster size, <= SEARCH_MAX_CLUSTER; 1 for fused) */
     uint16_t kc;       /* K elements a warp covers per loop step: 32 lanes x vec x 1..16 loads in flight */
     uint16_t cols;     /* output columns per CTA */
     uint8_t mma;       /* 0: CUDA-core FMAs; 1: tensor cores (mma.sync m16n8k16), 16-row tiles */
@@ -61,11 +71,13 @@ search_schedule search_schedule_make(unsigned sketch, unsigned rows, unsigned wa
                                      unsigned split_k, unsigned cols, unsigned mma, unsigned stages, unsigned persist);
 
 /* Shared memory the kernels of s need for a shape of max_rank (static: the row
- * tile, the fp32 intermediate and, with stages > 1, the ring of x and A tiles). */
+ * tile, the fp32 intermediate (twice for the cluster sketch: this CTA's
+ * partial and the cluster's sum) and, with stages > 1, the ring of x and A tiles). */
 size_t search_schedule_smem(const search_schedule *s, int max_rank);
 
 /*
- * Whether s is legal for max_rank; when it is not and why != NULL, a sentence
+ * Whether s is legal for max_rank; the architecture is not an input (the
+ * cluster sketch needs sm_90+: search_space and the runtime check that). When it is not and why != NULL, a sentence
  * saying which rule it breaks is written to why (why_len bytes).
  */
 bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len);

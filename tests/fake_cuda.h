@@ -43,12 +43,13 @@
 #define FK_STREAM ((dop_stream)(uintptr_t)0x5150)
 #define FK_MODULE_OF(f) ((CUmodule)((uintptr_t)(f) & ~(uintptr_t)0xffu))
 #define FK_UNUSED __attribute__((unused))
-enum { FK_SHRINK = 1, FK_EXPAND = 2, FK_FUSED = 3, FK_COUNTER = 4 };
+enum { FK_SHRINK = 1, FK_EXPAND = 2, FK_FUSED = 3, FK_COUNTER = 4, FK_CLUSTER = 5 };
 
 typedef struct fk_launch {
-    int kind; /* FK_SHRINK, FK_EXPAND, FK_FUSED or FK_COUNTER */
+    int kind; /* FK_SHRINK, FK_EXPAND, FK_FUSED, FK_COUNTER or FK_CLUSTER */
     CUmodule module;
     unsigned grid[3], block[3], smem;
+    unsigned cluster; /* cluster size along x (cuLaunchKernelEx), 0 for cuLaunchKernel */
     CUstream stream;
     dop_kparams kp; /* copy of the argument block */
 } fk_launch;
@@ -319,6 +320,7 @@ static CUresult fk_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *na
                : !strcmp(name, KERNELS_ENTRY_EXPAND) ? FK_EXPAND
                : !strcmp(name, KERNELS_ENTRY_FUSED)  ? FK_FUSED
                : !strcmp(name, KERNELS_ENTRY_COUNTER) ? FK_COUNTER
+               : !strcmp(name, KERNELS_ENTRY_CLUSTER) ? FK_CLUSTER
                                                      : 0;
     FK_LOCK();
     fk_module *mod = fk_module_find_locked(m);
@@ -346,14 +348,38 @@ static CUresult fk_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsign
         r = CUDA_ERROR_INVALID_VALUE;
     } else if (r == CUDA_SUCCESS) {
         fk_launch *l = &g_fk.launch[g_fk.nlaunch++];
-        *l = (fk_launch){(int)((uintptr_t)f & 0xffu), mod->handle, {gx, gy, gz}, {bx, by, bz}, smem, st, {0}};
+        *l = (fk_launch){(int)((uintptr_t)f & 0xffu), mod->handle, {gx, gy, gz}, {bx, by, bz}, smem, 0, st, {0}};
         memcpy(&l->kp, params[0], sizeof l->kp);
     }
     FK_UNLOCK();
     return r;
 }
+/* Takes the cluster dimension attribute (required: only the cluster sketch uses this launch). */
+static CUresult fk_cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra)
+{
+    unsigned cl = 0;
+    for (unsigned i = 0; c && i < c->numAttrs; ++i)
+        if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
+            cl = c->attrs[i].value.clusterDim.x;
+    if (!c || !cl || c->gridDimX % cl) {
+        FK_LOCK();
+        g_fk.bad_calls++;
+        FK_UNLOCK();
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    CUresult r = fk_cuLaunchKernel(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY,
+                                   c->blockDimZ, c->sharedMemBytes, c->hStream, params, extra);
+    if (r == CUDA_SUCCESS) {
+        FK_LOCK();
+        g_fk.launch[g_fk.nlaunch - 1].cluster = cl;
+        FK_UNLOCK();
+    }
+    return r;
+}
 FK_SET(cuStreamIsCapturing, (CUstream s, CUstreamCaptureStatus *c), *c = g_fk.capture)
 FK_SET(cuFuncGetAttribute, (int *v, CUfunction_attribute a, CUfunction f), *v = 0)
+FK_OK(cuFuncSetAttribute, CUfunction f, CUfunction_attribute a, int v)
+FK_OK(cuStreamWaitEvent, CUstream s, CUevent e, unsigned flags)
 FK_SET(cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *n, CUfunction f, int threads, size_t smem), *n = 2)
 FK_SET(cuStreamCreate, (CUstream *s, unsigned f), *s = (CUstream)FK_STREAM)
 FK_SET(cuEventCreate, (CUevent *e, unsigned f), *e = NULL)

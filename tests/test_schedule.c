@@ -123,8 +123,26 @@ static void test_illegal_fields(void **state)
     s = typical_split();
     s.sketch = 0;
     expect_illegal(&s, 16, "sketch");
-    s.sketch = 4;
+    s.sketch = 5;
     expect_illegal(&s, 16, "sketch");
+    s.sketch = SEARCH_SKETCH_CLUSTER; /* clusters of split_k CTAs, at most SEARCH_MAX_CLUSTER */
+    expect_legal(&s, 16);
+    s.split_k = SEARCH_MAX_CLUSTER;
+    expect_legal(&s, 16);
+    s.split_k = SEARCH_MAX_CLUSTER + 1;
+    expect_illegal(&s, 16, "cluster size");
+    s.split_k = 4;
+    s.persist = 1;
+    expect_illegal(&s, 16, "persistent");
+    s.persist = 0;
+    s.rows = 32; /* two fp32 intermediates: 32 x 128 x 4 x 2 = 32 KiB, with the row tile under 48 KiB */
+    expect_legal(&s, 128);
+    s.rows = 8;
+    {
+        search_schedule sp = s;
+        sp.sketch = SEARCH_SKETCH_SPLIT;
+        assert_int_equal(search_schedule_smem(&s, 16) - search_schedule_smem(&sp, 16), 8 * 16 * 4);
+    }
     s.sketch = SEARCH_SKETCH_FUSED_COUNTER; /* split-K partials combined in one launch */
     expect_legal(&s, 16);
 
@@ -399,6 +417,11 @@ static void test_format(void **state)
     s.persist = 1;
     search_schedule_format(&s, buf, sizeof buf);
     assert_string_equal(buf, "split rows=2 warps=8 vec=8 kc=1024 splitk=4 cols=256 persist=1");
+    assert_int_equal(search_schedule_parse(buf, &back), 0);
+    assert_memory_equal(&back, &s, sizeof s);
+    s = make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 512, 16, 256);
+    search_schedule_format(&s, buf, sizeof buf);
+    assert_string_equal(buf, "cluster rows=1 warps=8 vec=8 kc=512 splitk=16 cols=256");
     assert_int_equal(search_schedule_parse(buf, &back), 0);
     assert_memory_equal(&back, &s, sizeof s);
     /* old text: stages 1, persist 0, version 2 */

@@ -347,6 +347,61 @@ static void test_staged_persistent_schedules(void **state)
     assert_int_equal(fails, 0);
 }
 
+/*
+ * The cluster sketch (sm_90+): clusters of 1..16 CTAs (16 is the non-portable
+ * size), CUDA-core and tensor-core shrinks, staged, on every layout, with
+ * 1 to 1500 rows, d_in that does not divide evenly among the CTAs (100, 3424,
+ * 11008), ranks that are not multiples of 8, three unequal slices, empty
+ * segments, -1 rows and per-adapter ranks. Skipped before sm_90.
+ */
+static void test_cluster_schedules(void **state)
+{
+    (void)state;
+    dop_device_info in;
+    dop_context_device_info(g_ctx, &in);
+    if (in.cc_major < 9) {
+        printf("cluster: skipped (sm_%d%d has no thread-block clusters)\n", in.cc_major, in.cc_minor);
+        return;
+    }
+    static const char *const scheds[] = {
+        "cluster rows=1 warps=8 vec=8 kc=512 splitk=8 cols=256",
+        "cluster rows=1 warps=16 vec=8 kc=1024 splitk=16 cols=512",
+        "cluster rows=2 warps=4 vec=4 kc=256 splitk=3 cols=128",
+        "cluster rows=4 warps=8 vec=8 kc=256 splitk=1 cols=1024",
+        "cluster rows=8 warps=2 vec=2 kc=128 splitk=6 cols=64",
+        "cluster rows=32 warps=8 vec=8 kc=512 splitk=4 cols=256",
+        "cluster rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma",
+        "cluster rows=16 warps=4 vec=8 kc=32 splitk=12 cols=128 mma stages=3",
+        "cluster rows=16 warps=16 vec=8 kc=128 splitk=2 cols=512 mma stages=2",
+    };
+    static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}, {1024, 3424}};
+    static const int ranks[] = {16, 40, 8, 64, 128};
+    static const int nrows[] = {1, 8, 24, 77, 333, 1500};
+    int fails = 0, i = 0;
+    for (size_t k = 0; k < sizeof scheds / sizeof scheds[0]; ++k)
+        for (int wl = 0; wl < RUNTIME_WL_COUNT; ++wl, ++i) {
+            search_schedule sch;
+            assert_int_equal(search_schedule_parse(scheds[k], &sch), 0);
+            int rank = ranks[i % 5];
+            if (!search_schedule_legal(&sch, rank, NULL, 0))
+                rank = 16; /* two intermediates or the stages' ring do not fit next to a large rank */
+            assert_true(search_schedule_legal(&sch, rank, NULL, 0));
+            runtime_case c = base_case(i % 2 ? DOP_DTYPE_BF16 : DOP_DTYPE_F16, (runtime_workload)wl,
+                                       nrows[i % 6], dims[i % 5][0], dims[i % 5][1], rank);
+            c.hetero_ranks = 1;
+            c.num_slices = i % 3 == 0 ? 3 : 1;
+            c.d_out[1] = 1024;
+            c.d_out[2] = 100;
+            c.layout_kind = i % 2 ? DOP_LAYOUT_ROWS : DOP_LAYOUT_SEGMENTS;
+            c.device_copies = (i / 2) % 2;
+            c.empty_segments = 1;
+            c.force = &sch;
+            c.seed = 1000 + (uint64_t)i;
+            run(&c, "cluster", &fails);
+        }
+    assert_int_equal(fails, 0);
+}
+
 /* An asynchronous context: the first call of every class is served by the
  * generic kernel while the chosen one compiles; it must be right everywhere. */
 static void test_generic_kernel(void **state)
@@ -405,6 +460,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mma_schedules),
         cmocka_unit_test(test_staged_persistent_schedules),
+        cmocka_unit_test(test_cluster_schedules),
         cmocka_unit_test(test_regressions),
         cmocka_unit_test(test_generic_kernel),
         cmocka_unit_test(test_layouts),
