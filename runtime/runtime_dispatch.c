@@ -346,7 +346,8 @@ search_schedule runtime_generic_schedule(runtime_op op, int32_t num_rows, int32_
 }
 
 /*
- * The heuristic until tuned schedules and the cost model take over. Fitted to
+ * The heuristic until tuned schedules and the cost model take over. Decode
+ * batches on sm_90+ take the cluster sketch (measured in place below). Otherwise fitted to
  * a sweep of 450 schedules x 38 layouts on an H200 (fp16, 4096 -> 4096, ranks
  * 16 and 64), where it came within 3% of the per-case best (geomean), and a
  * second sweep with 90 tensor-core schedules added:
@@ -366,6 +367,27 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
     out->vec = d_in % 8 == 0 ? 8 : d_in % 4 == 0 ? 4 : d_in % 2 == 0 ? 2 : 1;
     int mean = sum->groups ? sum->rows_with_adapter / sum->groups : 1;
     out->cols = 256;
+    if (op == RUNTIME_OP_APPLY && dev && dev->cc_major >= 9 && num_rows <= 16) {
+        /* sm_90+, decode batches: one launch of clusters of up to 16 CTAs splitting d_in,
+         * every lane's loads of its K range in flight at once. On the H200 (4096 -> 4096,
+         * 11008 -> 4096, 4096 -> 11008, ranks 16 and 64, 1 to 16 rows) this was 6.3-10 us at
+         * one row against 10-39 us for the best static split schedule and 8-31 us for the
+         * fused sketch; two rows per CTA with 16 warps led where adapters repeat, one row
+         * with 8 warps and wider column tiles where every row has its own */
+        out->sketch = SEARCH_SKETCH_CLUSTER;
+        out->rows = mean >= 2 || num_rows == 1 ? 2 : 1;
+        out->warps = out->rows == 2 ? 16 : 8;
+        out->cols = out->rows == 2 ? 256 : 512;
+        int gran = 32 * out->vec, max_split = (d_in + gran - 1) / gran;
+        int split = max_split < SEARCH_MAX_CLUSTER ? max_split : SEARCH_MAX_CLUSTER;
+        int kpc = ((d_in + split - 1) / split + gran - 1) / gran * gran;
+        int mult = 1;
+        while (mult < 16 && mult * gran < kpc)
+            mult *= 2;
+        out->kc = (uint16_t)(gran * mult);
+        out->split_k = (uint8_t)((d_in + kpc - 1) / kpc); /* the CTAs the launcher makes of it */
+        return;
+    }
     if (op == RUNTIME_OP_APPLY && num_rows <= 8 && max_rank <= 16) {
         out->sketch = SEARCH_SKETCH_FUSED;
         out->rows = 1;

@@ -583,6 +583,29 @@ static void test_pick_shape(void **state)
     runtime_pick_schedule(NULL, RUNTIME_OP_EXPAND, 1, 4096, 1, 16, &sum, &s);
     assert_int_equal(s.sketch, SEARCH_SKETCH_SPLIT);
     assert_int_equal(s.split_k, 1);
+    /* sm_90+: decode batches of apply take one launch of clusters; shrink, expand and
+     * larger batches do not, nor does an sm_80 device */
+    dop_device_info hopper, ampere;
+    memset(&hopper, 0, sizeof hopper);
+    hopper.sm_count = 132;
+    hopper.cc_major = 9;
+    ampere = hopper;
+    ampere.cc_major = 8;
+    sum.rows_with_adapter = sum.longest = 1;
+    runtime_pick_schedule(&hopper, RUNTIME_OP_APPLY, 1, 4096, 1, 16, &sum, &s);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_CLUSTER);
+    assert_int_equal(s.split_k, 16); /* 16 CTAs of 256 elements: one 8-wide load per lane */
+    assert_int_equal(s.kc, 256);
+    runtime_pick_schedule(&hopper, RUNTIME_OP_APPLY, 16, 11008, 3, 64, &sum, &s);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_CLUSTER);
+    assert_int_equal(s.split_k, 15); /* 15 CTAs of 768 elements ... */
+    assert_int_equal(s.kc, 1024);    /* ... all 3 loads of a lane in flight */
+    runtime_pick_schedule(&hopper, RUNTIME_OP_APPLY, 17, 4096, 1, 16, &sum, &s);
+    assert_int_not_equal(s.sketch, SEARCH_SKETCH_CLUSTER);
+    runtime_pick_schedule(&hopper, RUNTIME_OP_SHRINK, 1, 4096, 1, 16, &sum, &s);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_SPLIT);
+    runtime_pick_schedule(&ampere, RUNTIME_OP_APPLY, 1, 4096, 1, 16, &sum, &s);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_FUSED);
     const struct {
         int d_in, vec;
     } v[] = {{4096, 8}, {3424, 8}, {100, 4}, {4098, 2}, {4097, 1}, {14336, 8}};
