@@ -260,6 +260,10 @@ dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_
     search_schedule key = search_schedule_module_key(sched);
     const search_schedule *s = &key;
     *out = NULL;
+    if (s->sketch == SEARCH_SKETCH_CLUSTER && ctx->info.cc_major < 9)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
+                            "the cluster sketch needs sm_90 or newer (thread-block clusters); the device is sm_%d%d",
+                            ctx->info.cc_major, ctx->info.cc_minor);
     pthread_mutex_lock(&ctx->lock);
     runtime_kernel *found = kernel_find(ctx, dtype, max_rank, s);
     pthread_mutex_unlock(&ctx->lock);
@@ -270,10 +274,6 @@ dop_status runtime_kernel_obtain(dop_context *ctx, kernels_dtype dtype, int max_
 
     char why[1024], name[128];
     search_schedule_format(s, name, sizeof name);
-    if (s->sketch == SEARCH_SKETCH_CLUSTER && ctx->info.cc_major < 9)
-        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT,
-                            "[%s]: the cluster sketch needs sm_90 or newer (thread-block clusters), the device is sm_%d%d",
-                            name, ctx->info.cc_major, ctx->info.cc_minor);
     char *src = NULL;
     size_t len = 0;
     if (kernels_codegen(s, dtype, max_rank, &src, &len, why, sizeof why) != 0)

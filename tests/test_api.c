@@ -231,6 +231,20 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
     assert_true(search_schedule_legal(&sc, s->max_rank, NULL, 0));
     int n = op == AP && sc.sketch == SEARCH_SKETCH_SPLIT ? 2 : 1;
     assert_int_equal(g_fk.nlaunch, n);
+    if (op == AP && sc.sketch == SEARCH_SKETCH_CLUSTER) {
+        /* one launch of clusters of the K splits: x = K splits x row tiles, y = slices */
+        const fk_launch *l = &g_fk.launch[0];
+        assert_int_equal(l->kind, FK_CLUSTER);
+        assert_true(l->block[0] == 32u * sc.warps && l->block[1] == 1 && l->block[2] == 1 && l->smem == 0);
+        assert_ptr_equal(l->stream, FK_STREAM);
+        assert_int_equal(l->kp.k_per_cta % (32 * sc.vec), 0);
+        assert_int_equal(l->cluster, cdiv(s->d_in, l->kp.k_per_cta));
+        assert_true(l->cluster <= sc.split_k);
+        assert_int_equal(l->grid[0], cdiv(s->num_rows, sc.rows) * l->cluster);
+        assert_int_equal(l->grid[1], (unsigned)s->num_slices);
+        assert_int_equal(l->grid[2], 1);
+        return;
+    }
     for (int i = 0; i < n; ++i) {
         const fk_launch *l = &g_fk.launch[i];
         int kind = op == SH || (n == 2 && i == 0) ? FK_SHRINK : op == AP && n == 1 ? FK_FUSED : FK_EXPAND;
@@ -996,7 +1010,7 @@ static void test_shrink_expand(void **state)
 static void test_dispatch(void **state)
 {
     fx *f = *state;
-    dop_lora_shape s = f->shape; /* a tiny batch (the fused sketch today) */
+    dop_lora_shape s = f->shape; /* a tiny batch: the cluster sketch on the fake sm_90 device */
     s.num_rows = 3;
     int32_t r3[3] = {1, -1, 3};
     dop_layout l3 = {.kind = DOP_LAYOUT_ROWS, .row_slot = r3};
@@ -1017,6 +1031,20 @@ static void test_dispatch(void **state)
     check_grid(SH, &f->shape, 256);
     RUN_OK(EX, (void)0);
     check_grid(EX, &f->shape, 256);
+
+    /* the cluster sketch needs thread-block clusters: forced before sm_90 it is refused
+     * before anything is compiled or launched */
+    search_schedule cl = search_schedule_make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 256, 16, 256, 0, 1, 0);
+    runtime_force_schedule(&cl);
+    RUN_OK(AP, (void)0);
+    check_grid(AP, &f->shape, 256);
+    g_ctx->info.cc_major = 8;
+    before = compiled();
+    CASE(AP, (void)0, DOP_ERR_INVALID_ARGUMENT, "the cluster sketch needs sm_90");
+    assert_int_equal(g_fk.nlaunch, 0);
+    assert_int_equal(compiled(), before);
+    g_ctx->info.cc_major = 9;
+    runtime_force_schedule(NULL);
 }
 
 static void test_capture(void **state)
