@@ -59,6 +59,7 @@ typedef struct tune_task {
     /* results */
     search_schedule heur, best;
     double heur_us, best_us, oracle_us, seconds;
+    double setup_s, wait_s, measure_s; /* of seconds: data sets and reference, waiting for NVRTC, on the GPU */
     int measured;
 } tune_task;
 
@@ -284,7 +285,9 @@ static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *c
         if (pick < 0) {
             if (now_s() - idle_since < T->compile_timeout) {
                 struct timespec ts = {0, 2000000};
+                double w0 = now_s();
                 nanosleep(&ts, NULL);
+                T->cur->wait_s += now_s() - w0;
                 continue;
             }
             for (int i = 0; i < n; ++i) /* the rest timed out */
@@ -315,6 +318,7 @@ static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *c
             break;
         }
         cost[pick] = m.error_no == SEARCH_ERR_OK ? m.us : INFINITY;
+        T->cur->measure_s += now_s() - t0; /* includes a compile the unthreaded path does here */
         make_record(T, &s[pick], &m, now_s() - t0 + m.compile_s, &out[pick]);
         done[pick] = 1;
         left--;
@@ -716,6 +720,7 @@ int dop_tune_command(int argc, char **argv)
             rc = 1;
             break;
         }
+        t->setup_s = now_s() - t0;
         oracle_map om = {0};
         if (exhaustive && t->space <= max_space) {
             if (measure_space(&T, &om)) {
@@ -783,8 +788,10 @@ int dop_tune_command(int argc, char **argv)
         if (T.quiet_bar) {
             char bn[128];
             search_schedule_format(&t->best, bn, sizeof bn);
-            printf("[%d/%d] %s: %d measured, best %.2f us [%s], heuristic %.2f us, %.1f s\n", i + 1, nt, t->label,
-                   t->measured, t->best_us, bn, t->heur_us, t->seconds);
+            printf("[%d/%d] %s: %d measured, best %.2f us [%s], heuristic %.2f us, %.1f s (set-up %.1f, waiting "
+                   "for NVRTC %.1f, measuring %.1f)\n",
+                   i + 1, nt, t->label, t->measured, t->best_us, bn, t->heur_us, t->seconds, t->setup_s, t->wait_s,
+                   t->measure_s);
             fflush(stdout);
         }
     }
@@ -798,8 +805,10 @@ int dop_tune_command(int argc, char **argv)
            "oracle_us", "tun/or", "tuned schedule");
     double lg = 0, lo = 0, worst = 0;
     int ng = 0, no = 0, within = 0;
+    double setup = 0, wait = 0, meas = 0;
     for (int i = 0; i < nt; ++i) {
         tune_task *t = &tasks[i];
+        setup += t->setup_s, wait += t->wait_s, meas += t->measure_s;
         if (!t->measured)
             continue;
         char bn[128];
@@ -818,6 +827,8 @@ int dop_tune_command(int argc, char **argv)
     printf("\n%d layout classes tuned in %.1f s (%ld measurements, %ld compile timeouts); geomean gain over the "
            "heuristic %.3fx",
            nt, total, T.done_measures, T.timeouts, ng ? exp(lg / ng) : NAN);
+    printf("\ntime: %.1f s setting up data sets and references, %.1f s waiting for NVRTC, %.1f s measuring", setup,
+           wait, meas);
     if (no)
         printf("; against the exhaustive oracle on %d classes: geomean %.3f, worst %.3f, %d within 5%%", no,
                exp(lo / no), worst, within);
