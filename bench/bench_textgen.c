@@ -23,7 +23,34 @@
  * Not in the step: embedding, attention, rotary, KV cache, final norm, LM head,
  * sampling. Modes: base (GEMMs and elementwise kernels only), dop (dispatch
  * picks each call's schedule), static (every LoRA call forced to one schedule,
- * --static). LoRA: rank --rank (16) on all seven projections, one adapter table
+ * --static), and their overlap variants dop-overlap and static-overlap.
+ *
+ * How a projection's LoRA is enqueued. dop, static: serialized, one
+ * dop_lora_apply on the main stream after the base GEMM. dop-overlap,
+ * static-overlap: the way serving engines enqueue it, split in its halves so the
+ * shrink overlaps the base GEMM (both only read the layer input x; the GEMM
+ * writes y, which only the expand touches):
+ *
+ *   main:  record fork -- GEMM (y = x W^T ..) ------- wait join -- expand (y += v B^T)
+ *   side:      wait fork -- shrink (v = x A^T, fp32) -- record join
+ *
+ * so, as long as the shrink is shorter than the GEMM, only the expand adds to
+ * the step. In stream capture the two events fork the side stream into the main
+ * stream's capture and join it back (every fork is joined before the next one,
+ * so the side stream has no unjoined work at EndCapture); the eager steps before
+ * the capture enqueue the same fork and join on the live streams. The shrink
+ * overwrites v (no DOP_SHRINK_ACCUMULATE, so no zeroing), and dop runs an
+ * overwriting shrink with split_k 1 whatever the schedule says. In dop-overlap
+ * dispatch picks the shrink's and the expand's schedules, each for its own op
+ * (dop tune stores apply schedules only: these come from the heuristic unless
+ * the cache holds them). static-overlap forces the static schedule on both: its
+ * shrink is the static schedule with split_k 1, its expand the static
+ * schedule's expand; so it needs a split-sketch --static, the only sketch made
+ * of a shrink and an expand. Overlap is a pair of modes rather than a switch so
+ * one run times the serialized and the overlapped integration side by side,
+ * from the same layouts and initial state, and checks that they agree.
+ *
+ * LoRA: rank --rank (16) on all seven projections, one adapter table
  * per (layer, projection) with as many adapter slots as the largest batch, the
  * scale LORA_SCALE. Layouts from runtime_workload_rows (WORKLOADS.md): sorted
  * ones passed as segments, mixed (25% rows without adapter, shuffled, ranks
@@ -39,8 +66,9 @@
  * step time. The base mode does not depend on the layout: it is timed once per
  * batch. Checks: after the timed replays the hidden state must be finite; then
  * each mode runs one step from the same initial state, and the report gives
- * ||dop - static|| / ||dop - base|| (both LoRA paths agree compared with what
- * LoRA adds).
+ * ||dop - static|| / ||static - base|| (both LoRA paths agree compared with what
+ * LoRA adds), and likewise dop-overlap against dop and static-overlap against
+ * static (the same arithmetic in another order: they must agree to rounding).
  *
  * dop uses the driver API (runtime_driver table) on the device's primary
  * context; cuBLAS (CUDA runtime) is bound to the same primary context, which is
@@ -48,7 +76,8 @@
  * dop's driver table; only cuBLAS and its device binding use the runtime.
  *
  *   dop-textgen [--batch-size N | --batches 1,8,16,32,64] [--layouts distinct,uniform,skewed,identical,mixed]
- *               [--modes base,dop,static] [--rank 16] [--layers 32] [--replays N] [--dtype f16|bf16]
+ *               [--modes base,dop,static,dop-overlap,static-overlap] [--rank 16] [--layers 32] [--replays N]
+ *               [--dtype f16|bf16]
  *               [--static "split rows=.. warps=.. vec=.. kc=.. splitk=.. cols=.."] [--json FILE]
  *               [--compile-only]
  *
@@ -84,9 +113,10 @@
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)
 #define ES 2 /* bytes per element, fp16 and bf16 */
 #define WARMUP_REPLAYS 5
+#define SCHED_LEN 128 /* one formatted schedule (at most about 100 characters) */
 
 enum { P_QKV = 0, P_O = 1, P_GU = 2, P_DOWN = 3, NPROJ = 4 };
-enum { MODE_BASE = 0, MODE_DOP = 1, MODE_STATIC = 2, NMODES = 3 };
+enum { MODE_BASE = 0, MODE_DOP = 1, MODE_STATIC = 2, MODE_DOP_OV = 3, MODE_STATIC_OV = 4, NMODES = 5 };
 
 typedef struct proj_desc {
     const char *name;
@@ -95,7 +125,20 @@ typedef struct proj_desc {
 
 static const proj_desc PROJ[NPROJ] = {
     {"qkv", HIDDEN, 3, HIDDEN}, {"o", HIDDEN, 1, HIDDEN}, {"gate_up", HIDDEN, 2, INTER}, {"down", INTER, 1, HIDDEN}};
-static const char *const MODE_NAME[NMODES] = {"base", "dop", "static"};
+static const char *const MODE_NAME[NMODES] = {"base", "dop", "static", "dop-overlap", "static-overlap"};
+/* the mode in the table's column names and in the JSON keys */
+static const char *const MODE_COL[NMODES] = {"base", "dop", "stat", "dop-ov", "stat-ov"};
+static const char *const MODE_KEY[NMODES] = {"base", "dop", "static", "dop_overlap", "static_overlap"};
+
+static int mode_static(int m)
+{
+    return m == MODE_STATIC || m == MODE_STATIC_OV;
+}
+
+static int mode_overlap(int m)
+{
+    return m == MODE_DOP_OV || m == MODE_STATIC_OV;
+}
 
 static const runtime_driver *drv;
 
@@ -230,7 +273,9 @@ static void compile_kernels(const runtime_nvrtc *nv, int bf16, int cc_major, int
 
 typedef struct textgen {
     dop_context *ctx;
-    CUstream stream;
+    CUstream stream;             /* the main stream: everything but the overlap modes' shrinks */
+    CUstream side;               /* the overlap modes' shrinks */
+    CUevent fork, join;          /* main -> side before a shrink, side -> main before its expand */
     cublasHandle_t blas;
     dop_dtype dtype;
     cudaDataType_t cdt;
@@ -244,9 +289,10 @@ typedef struct textgen {
     CUdeviceptr d_row_slot, d_indptr, d_segslot;
     CUdeviceptr ws, blas_ws;
     size_t ws_bytes;
+    CUdeviceptr lora_v;          /* overlap modes: the fp32 intermediate, [max_batch, 3 * rank] */
     CUmodule mod;
     CUfunction f_fill, f_rmsnorm, f_silu;
-    char sched[NPROJ][128];      /* layer 0's LoRA schedules in the last recorded eager step */
+    char sched[NPROJ][2 * SCHED_LEN + 3]; /* layer 0's LoRA schedules in the last recorded step ("shrink / expand") */
 } textgen;
 
 static void launch_fill(textgen *t, CUdeviceptr p, size_t n, uint64_t seed, float scale)
@@ -286,11 +332,29 @@ static void gemm(textgen *t, CUdeviceptr W, CUdeviceptr x, int ldx, CUdeviceptr 
                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* y[:, slices] += LoRA_p(x) for layer l through dop, on t->stream. */
-static void lora(textgen *t, int l, int p, int set, const dop_layout *lay, int B, CUdeviceptr x, int64_t ldx,
-                 CUdeviceptr y, int record)
+static void check_lora(const textgen *t, dop_status st, const char *fn, int l, int p, int B)
+{
+    if (st != DOP_OK) {
+        fprintf(stderr, "dop-textgen: %s (layer %d, %s, %d rows): %s: %s\n", fn, l, PROJ[p].name, B,
+                dop_status_string(st), dop_context_error(t->ctx));
+        exit(1);
+    }
+}
+
+/*
+ * Projection p of layer l: the base GEMM y[:, 0:slices*d_out] = x @ W^T + beta * y (row strides ldx and
+ * slices*d_out), then in the LoRA modes y[:, slices] += LoRA_p(x) through dop, serialized or overlapped (see the
+ * top of the file). With record, the LoRA schedules dop used go to t->sched[p].
+ */
+static void projection(textgen *t, int mode, int l, int p, int set, const dop_layout *lay, int B, CUdeviceptr W,
+                       CUdeviceptr x, int ldx, CUdeviceptr y, float beta, int record)
 {
     const proj_desc *pd = &PROJ[p];
+    const int N = pd->slices * pd->d_out;
+    if (mode == MODE_BASE) {
+        gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta);
+        return;
+    }
     dop_lora_shape sh;
     dop_lora_shape_init(&sh);
     sh.dtype = t->dtype;
@@ -304,43 +368,60 @@ static void lora(textgen *t, int l, int p, int set, const dop_layout *lay, int B
     dop_weights w;
     memset(&w, 0, sizeof w);
     w.table = t->tab[set][l * NPROJ + p];
-    dop_status st = dop_lora_apply(t->ctx, &sh, lay, &w, (const void *)(uintptr_t)x, (void *)(uintptr_t)y,
-                                   (void *)(uintptr_t)t->ws, t->ws_bytes, t->stream);
-    if (st != DOP_OK) {
-        fprintf(stderr, "dop-textgen: dop_lora_apply (layer %d, %s, %d rows): %s: %s\n", l, pd->name, B,
-                dop_status_string(st), dop_context_error(t->ctx));
-        exit(1);
+    const void *xp = (const void *)(uintptr_t)x;
+    void *yp = (void *)(uintptr_t)y, *ws = (void *)(uintptr_t)t->ws;
+    search_schedule used;
+    if (!mode_overlap(mode)) {
+        gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta);
+        check_lora(t, dop_lora_apply(t->ctx, &sh, lay, &w, xp, yp, ws, t->ws_bytes, t->stream), "dop_lora_apply", l,
+                   p, B);
+        if (record) {
+            runtime_last_schedule(&used);
+            search_schedule_format(&used, t->sched[p], sizeof t->sched[p]);
+        }
+        return;
     }
+    /* One v and one workspace serve every projection: the fork below is recorded after the previous projection's
+     * expand on the main stream, so this shrink starts only once that expand (the last reader of v) finished, and
+     * this expand runs only after the join, so the shrink and the expand never run at once either. */
+    float *v = (float *)(uintptr_t)t->lora_v;
+    const int64_t ldv = (int64_t)pd->slices * t->rank;
+    char shrink_sched[SCHED_LEN];
+    CKB(drv->fn_cuEventRecord(t->fork, t->stream)); /* after whatever wrote x */
+    CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
+    check_lora(t, dop_lora_shrink(t->ctx, &sh, lay, &w, xp, v, ldv, 0, ws, t->ws_bytes, t->side), "dop_lora_shrink",
+               l, p, B);
     if (record) {
-        search_schedule used;
         runtime_last_schedule(&used);
-        search_schedule_format(&used, t->sched[p], sizeof t->sched[p]);
+        search_schedule_format(&used, shrink_sched, sizeof shrink_sched);
+    }
+    CKB(drv->fn_cuEventRecord(t->join, t->side));
+    gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta); /* concurrently with the shrink */
+    CKB(drv->fn_cuStreamWaitEvent(t->stream, t->join, 0));
+    check_lora(t, dop_lora_expand(t->ctx, &sh, lay, &w, v, ldv, yp, ws, t->ws_bytes, t->stream), "dop_lora_expand", l,
+               p, B);
+    if (record) {
+        char expand_sched[SCHED_LEN];
+        runtime_last_schedule(&used);
+        search_schedule_format(&used, expand_sched, sizeof expand_sched);
+        snprintf(t->sched[p], sizeof t->sched[p], "%s / %s", shrink_sched, expand_sched);
     }
 }
 
-/* Enqueues one decode step (all layers) on t->stream. See the top of the file. */
+/* Enqueues one decode step (all layers) on t->stream (and t->side in the overlap modes). See the top of the file. */
 static void enqueue_step(textgen *t, int mode, int B, const dop_layout *lay, int set, int record)
 {
-    const int with_lora = mode != MODE_BASE;
     for (int l = 0; l < t->layers; ++l) {
         CUdeviceptr W = t->wbase + (CUdeviceptr)((size_t)l * t->wbase_layer * ES);
         CUdeviceptr v = t->qkv + (CUdeviceptr)(2 * HIDDEN * ES); /* stands in for attention's output */
         int rec = record && l == 0;
         launch_rmsnorm(t, t->h, t->xn, B);
-        gemm(t, W + t->wofs[P_QKV] * ES, t->xn, HIDDEN, t->qkv, 3 * HIDDEN, 3 * HIDDEN, HIDDEN, B, 0.0f);
-        if (with_lora)
-            lora(t, l, P_QKV, set, lay, B, t->xn, 0, t->qkv, rec);
-        gemm(t, W + t->wofs[P_O] * ES, v, 3 * HIDDEN, t->h, HIDDEN, HIDDEN, HIDDEN, B, 1.0f);
-        if (with_lora)
-            lora(t, l, P_O, set, lay, B, v, 3 * HIDDEN, t->h, rec);
+        projection(t, mode, l, P_QKV, set, lay, B, W + t->wofs[P_QKV] * ES, t->xn, HIDDEN, t->qkv, 0.0f, rec);
+        projection(t, mode, l, P_O, set, lay, B, W + t->wofs[P_O] * ES, v, 3 * HIDDEN, t->h, 1.0f, rec);
         launch_rmsnorm(t, t->h, t->xn, B);
-        gemm(t, W + t->wofs[P_GU] * ES, t->xn, HIDDEN, t->gu, 2 * INTER, 2 * INTER, HIDDEN, B, 0.0f);
-        if (with_lora)
-            lora(t, l, P_GU, set, lay, B, t->xn, 0, t->gu, rec);
+        projection(t, mode, l, P_GU, set, lay, B, W + t->wofs[P_GU] * ES, t->xn, HIDDEN, t->gu, 0.0f, rec);
         launch_silu_mul(t, B);
-        gemm(t, W + t->wofs[P_DOWN] * ES, t->act, INTER, t->h, HIDDEN, HIDDEN, INTER, B, 1.0f);
-        if (with_lora)
-            lora(t, l, P_DOWN, set, lay, B, t->act, 0, t->h, rec);
+        projection(t, mode, l, P_DOWN, set, lay, B, W + t->wofs[P_DOWN] * ES, t->act, INTER, t->h, 1.0f, rec);
     }
 }
 
@@ -592,7 +673,7 @@ static void setup_buffers(textgen *t, const int *batches, int nb)
     t->d_row_slot = dalloc(mb * sizeof(int32_t), "row slots");
     t->d_indptr = dalloc((mb + 1) * sizeof(int32_t), "segment offsets");
     t->d_segslot = dalloc(mb * sizeof(int32_t), "segment slots");
-    /* one workspace serves every call: the calls run one after another on one stream */
+    /* one workspace serves every call: the calls run one after another (the overlap modes' too, see projection) */
     t->ws_bytes = 0;
     for (int i = 0; i < nb; ++i)
         for (int p = 0; p < NPROJ; ++p) {
@@ -613,6 +694,7 @@ static void setup_buffers(textgen *t, const int *batches, int nb)
                 t->ws_bytes = b;
         }
     t->ws = dalloc(t->ws_bytes, "dop workspace");
+    t->lora_v = dalloc(mb * 3 * (size_t)t->rank * sizeof(float), "LoRA intermediate");
     t->blas_ws = dalloc(CUBLAS_WS_BYTES, "cuBLAS workspace");
 }
 
@@ -635,7 +717,8 @@ static int parse_ints(const char *s, int *out, int max)
 static void usage(void)
 {
     fprintf(stderr, "usage: dop-textgen [--batch-size N | --batches 1,8,16,32,64]\n"
-                    "                   [--layouts distinct,uniform,skewed,identical,mixed] [--modes base,dop,static]\n"
+                    "                   [--layouts distinct,uniform,skewed,identical,mixed]\n"
+                    "                   [--modes base,dop,static,dop-overlap,static-overlap]\n"
                     "                   [--rank 16] [--layers 32] [--replays N (>= 20)] [--dtype f16|bf16]\n"
                     "                   [--static \"split rows=1 warps=8 vec=8 kc=1024 splitk=4 cols=256\"]\n"
                     "                   [--json FILE] [--compile-only]\n"
@@ -665,7 +748,7 @@ int main(int argc, char **argv)
 {
     int batches[MAX_BATCHES] = {1, 8, 16, 32, 64}, nb = 5;
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nl = 5;
-    int modes[NMODES] = {1, 1, 1};
+    int modes[NMODES] = {1, 1, 1, 1, 1};
     int rank = 16, layers = 32, replays = 50, compile_only = 0;
     dop_dtype dtype = DOP_DTYPE_F16;
     const char *json = NULL, *static_text = BENCH_TEXTGEN_DEFAULT_STATIC;
@@ -711,7 +794,8 @@ int main(int argc, char **argv)
                     if (!strcmp(tk, MODE_NAME[k]))
                         m = k;
                 if (m < 0) {
-                    fprintf(stderr, "dop-textgen: unknown mode '%s' (base, dop, static)\n", tk);
+                    fprintf(stderr, "dop-textgen: unknown mode '%s' (base, dop, static, dop-overlap, static-overlap)\n",
+                            tk);
                     return 2;
                 }
                 modes[m] = 1;
@@ -752,10 +836,16 @@ int main(int argc, char **argv)
     }
     {
         char why[256];
-        if (modes[MODE_STATIC] && !search_schedule_legal(&forced, rank, why, sizeof why)) {
+        if ((modes[MODE_STATIC] || modes[MODE_STATIC_OV]) && !search_schedule_legal(&forced, rank, why, sizeof why)) {
             fprintf(stderr, "dop-textgen: --static '%s' is illegal at rank %d: %s\n", static_text, rank, why);
             return 2;
         }
+    }
+    if (modes[MODE_STATIC_OV] && forced.sketch != SEARCH_SKETCH_SPLIT) {
+        fprintf(stderr, "dop-textgen: static-overlap runs the static schedule's shrink and expand, which only a split "
+                        "schedule has; give a split --static or leave static-overlap out of --modes (got '%s')\n",
+                static_text);
+        return 2;
     }
 
     if (compile_only) {
@@ -790,7 +880,9 @@ int main(int argc, char **argv)
         if (batches[i] > t->max_batch)
             t->max_batch = batches[i];
     t->slots = t->max_batch; /* distinct needs one adapter per row */
-    int need_mixed = 0, need_lora = modes[MODE_DOP] || modes[MODE_STATIC];
+    int need_mixed = 0, need_lora = 0;
+    for (int m = MODE_DOP; m < NMODES; ++m)
+        need_lora |= modes[m];
     for (int i = 0; i < nl; ++i)
         need_mixed |= layouts[i] == RUNTIME_WL_MIXED;
 
@@ -819,6 +911,10 @@ int main(int argc, char **argv)
         }
     }
     CKB(drv->fn_cuStreamCreate(&t->stream, CU_STREAM_NON_BLOCKING));
+    CKB(drv->fn_cuStreamCreate(&t->side, CU_STREAM_NON_BLOCKING));
+    /* the fork and join events only order the streams: no timestamps */
+    CKB(drv->fn_cuEventCreate(&t->fork, CU_EVENT_DISABLE_TIMING));
+    CKB(drv->fn_cuEventCreate(&t->join, CU_EVENT_DISABLE_TIMING));
     CKBLAS(cublasCreate(&t->blas));
 
     runtime_cubin cub;
@@ -841,6 +937,9 @@ int main(int argc, char **argv)
            layers, HIDDEN, INTER, dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", rank, (double)LORA_SCALE);
     printf("# timed: one CUDA graph per step = per layer rmsnorm, qkv GEMM (+LoRA 3 slices), o GEMM with residual "
            "(+LoRA), rmsnorm, gate_up GEMM (+LoRA 2 slices), silu*up, down GEMM with residual (+LoRA); GEMMs cuBLAS\n");
+    printf("# LoRA in dop and stat: one dop_lora_apply after each base GEMM; in dop-ov (dop-overlap) and stat-ov "
+           "(static-overlap):\n#   dop_lora_shrink on a second stream concurrently with the GEMM, dop_lora_expand "
+           "after it\n");
     printf("# attention left out (o reads the v slice of qkv); no embedding, LM head or sampling; median of %d "
            "replays\n",
            replays);
@@ -867,14 +966,47 @@ int main(int argc, char **argv)
     for (int m = 0; m < NMODES; ++m)
         out[m] = xmalloc(hn * sizeof(float));
 
-    printf("%5s %-9s %4s %9s %9s %9s %10s %10s %10s %8s %9s %10s %10s  %s\n", "batch", "layout", "segs", "base_ms",
-           "dop_ms", "static_ms", "base_tok/s", "dop_tok/s", "stat_tok/s", "dop/base", "dop/stat", "d(dop,st)",
-           "check", "dop schedules: qkv | o | gate_up | down");
+    /* the table: per mode step time and tokens/s, % of base per LoRA mode, then the two speedups and the checks */
+    static const struct {
+        int a, b; /* a's step time over b's: above 1 b is ahead */
+        const char *col, *key;
+    } SPEEDUP[] = {{MODE_STATIC, MODE_DOP, "dop/stat", "dop_speedup_over_static"},
+                   {MODE_STATIC_OV, MODE_DOP_OV, "dop-ov/stat-ov", "dop_overlap_speedup_over_static_overlap"}};
+    static const struct {
+        int a, b; /* ||h_a - h_b|| / ||h_b - h_base|| */
+        const char *col, *key;
+    } DIFF[] = {{MODE_DOP, MODE_STATIC, "d(dop,st)", "diff_dop_static_rel_lora"},
+                {MODE_DOP_OV, MODE_DOP, "d(dop-ov,dop)", "diff_dop_overlap_dop_rel_lora"},
+                {MODE_STATIC_OV, MODE_STATIC, "d(st-ov,st)", "diff_static_overlap_static_rel_lora"}};
+    enum { NSPEEDUP = sizeof SPEEDUP / sizeof SPEEDUP[0], NDIFF = sizeof DIFF / sizeof DIFF[0] };
+    char col[64];
+    printf("%5s %-9s %4s", "batch", "layout", "segs");
+    for (int m = 0; m < NMODES; ++m) {
+        snprintf(col, sizeof col, "%s_ms", MODE_COL[m]);
+        printf(" %10s", col);
+    }
+    for (int m = 0; m < NMODES; ++m) {
+        snprintf(col, sizeof col, "%s_tok/s", MODE_COL[m]);
+        printf(" %13s", col);
+    }
+    for (int m = MODE_DOP; m < NMODES; ++m) {
+        snprintf(col, sizeof col, "%s/base", MODE_COL[m]);
+        printf(" %12s", col);
+    }
+    for (int k = 0; k < NSPEEDUP; ++k)
+        printf(" %14s", SPEEDUP[k].col);
+    for (int k = 0; k < NDIFF; ++k)
+        printf(" %13s", DIFF[k].col);
+    printf(" %10s  %s\n", "check", "dop schedules: qkv | o | gate_up | down");
     fflush(stdout);
     int failures = 0;
-    /* d(dop,st) above this: the two LoRA paths disagree by more than rounding explains (bf16 rounds 8x coarser) */
+    /* a d(..) above this: two LoRA paths disagree by more than rounding explains (bf16 rounds 8x coarser) */
     const double mismatch = dtype == DOP_DTYPE_BF16 ? 0.25 : 0.1;
-    double b32_min = INFINITY, b32_max = -INFINITY;
+    double b32_min[NMODES], b32_max[NMODES];
+    for (int m = 0; m < NMODES; ++m) {
+        b32_min[m] = INFINITY;
+        b32_max[m] = -INFINITY;
+    }
     for (int bi = 0; bi < nb; ++bi) {
         const int B = batches[bi];
         launch_fill(t, t->h0, (size_t)B * HIDDEN, mix64(0x40000000ull + (uint64_t)B), 1.0f);
@@ -896,15 +1028,19 @@ int main(int argc, char **argv)
         }
         for (int li = 0; li < nl; ++li) {
             const int wl = layouts[li];
+            const char *wl_name = runtime_workload_name((runtime_workload)wl);
             make_layout(t, wl, B, 1000 + (uint64_t)B * 16 + (uint64_t)wl, &lb);
-            double ms[NMODES] = {base_ms, NAN, NAN};
+            double ms[NMODES];
+            for (int m = 0; m < NMODES; ++m)
+                ms[m] = m == MODE_BASE ? base_ms : NAN;
             long long bad = base_bad;
-            char scheds[NMODES][1536]; /* 4 schedules of < 128 characters; roomy for -Wformat-truncation */
+            char scheds[NMODES][4096]; /* 4 t->sched[p] of < 2 * SCHED_LEN + 3; roomy for -Wformat-truncation */
             memset(scheds, 0, sizeof scheds);
             for (int m = MODE_DOP; m < NMODES; ++m) {
                 if (!modes[m])
                     continue;
-                runtime_force_schedule(m == MODE_STATIC ? &forced : NULL);
+                /* thread-local, so it holds for the shrinks and expands enqueued on the side stream too */
+                runtime_force_schedule(mode_static(m) ? &forced : NULL);
                 reset_hidden(t, B);
                 /* eager steps: the first compiles (and waits for) every kernel the step needs */
                 for (int k = 0; k < 2; ++k)
@@ -919,8 +1055,7 @@ int main(int argc, char **argv)
                 runtime_force_schedule(NULL);
                 if (s1.generic_calls != s0.generic_calls)
                     fprintf(stderr, "dop-textgen: warning: %s graph (batch %d, %s) holds %llu generic-kernel calls\n",
-                            MODE_NAME[m], B, runtime_workload_name((runtime_workload)wl),
-                            (unsigned long long)(s1.generic_calls - s0.generic_calls));
+                            MODE_NAME[m], B, wl_name, (unsigned long long)(s1.generic_calls - s0.generic_calls));
                 ms[m] = time_graph(t, g, replays);
                 bad += read_hidden(t, B, after, tmp);
                 reset_hidden(t, B);
@@ -929,34 +1064,45 @@ int main(int argc, char **argv)
                 CKB(drv->fn_cuGraphExecDestroy(g));
             }
             size_t n = (size_t)B * HIDDEN;
-            /* how far the two LoRA paths are apart, relative to what LoRA adds to the base model */
-            double d_ds = modes[MODE_DOP] && modes[MODE_STATIC] && modes[MODE_BASE]
-                              ? rel_diff(out[MODE_DOP], out[MODE_STATIC], out[MODE_BASE], n)
-                              : NAN;
-            const char *check = bad ? "NONFINITE" : (d_ds > mismatch || (isnan(d_ds) && modes[MODE_DOP] &&
-                                                                     modes[MODE_STATIC] && modes[MODE_BASE]))
-                                                        ? "MISMATCH"
-                                                        : "finite";
+            /* how far two LoRA paths are apart, relative to what LoRA adds to the base model; NAN where one of the
+             * three modes did not run. A NAN with all three run means LoRA changed nothing: a failure too. */
+            double d[NDIFF];
+            int mismatched = 0;
+            for (int k = 0; k < NDIFF; ++k) {
+                int a = DIFF[k].a, b = DIFF[k].b, ran = modes[a] && modes[b] && modes[MODE_BASE];
+                d[k] = ran ? rel_diff(out[a], out[b], out[MODE_BASE], n) : NAN;
+                if (ran && !(d[k] <= mismatch)) {
+                    fprintf(stderr, "dop-textgen: MISMATCH at batch %d, %s: ||h_%s - h_%s|| / ||h_%s - h_base|| = %.4g "
+                                    "(limit %.2g)\n",
+                            B, wl_name, MODE_NAME[a], MODE_NAME[b], MODE_NAME[b], d[k], mismatch);
+                    mismatched = 1;
+                }
+            }
+            const char *check = bad ? "NONFINITE" : mismatched ? "MISMATCH" : "finite";
             if (strcmp(check, "finite"))
                 failures++;
-            double tok[NMODES];
-            for (int m = 0; m < NMODES; ++m)
+            double tok[NMODES], pct[NMODES], speedup[NSPEEDUP];
+            for (int m = 0; m < NMODES; ++m) {
                 tok[m] = B / (ms[m] * 1e-3);
-            double dop_base = tok[MODE_DOP] / tok[MODE_BASE] * 100.0, dop_stat = ms[MODE_STATIC] / ms[MODE_DOP];
-            if (B == 32 && !isnan(dop_base)) {
-                b32_min = fmin(b32_min, dop_base);
-                b32_max = fmax(b32_max, dop_base);
+                pct[m] = tok[m] / tok[MODE_BASE] * 100.0;
+                if (B == 32 && !isnan(pct[m])) {
+                    b32_min[m] = fmin(b32_min[m], pct[m]);
+                    b32_max[m] = fmax(b32_max[m], pct[m]);
+                }
             }
-            printf("%5d %-9s %4d", B, runtime_workload_name((runtime_workload)wl), lb.segs);
-            print_num(ms[MODE_BASE], " %*.3f", 9);
-            print_num(ms[MODE_DOP], " %*.3f", 9);
-            print_num(ms[MODE_STATIC], " %*.3f", 9);
-            print_num(tok[MODE_BASE], " %*.0f", 10);
-            print_num(tok[MODE_DOP], " %*.0f", 10);
-            print_num(tok[MODE_STATIC], " %*.0f", 10);
-            print_num(dop_base, " %*.1f%%", 7);
-            print_num(dop_stat, " %*.2fx", 8);
-            print_num(d_ds, " %*.4f", 10);
+            for (int k = 0; k < NSPEEDUP; ++k)
+                speedup[k] = ms[SPEEDUP[k].a] / ms[SPEEDUP[k].b];
+            printf("%5d %-9s %4d", B, wl_name, lb.segs);
+            for (int m = 0; m < NMODES; ++m)
+                print_num(ms[m], " %*.3f", 10);
+            for (int m = 0; m < NMODES; ++m)
+                print_num(tok[m], " %*.0f", 13);
+            for (int m = MODE_DOP; m < NMODES; ++m)
+                print_num(pct[m], " %*.1f%%", 11);
+            for (int k = 0; k < NSPEEDUP; ++k)
+                print_num(speedup[k], " %*.2fx", 13);
+            for (int k = 0; k < NDIFF; ++k)
+                print_num(d[k], " %*.4f", 13);
             printf(" %10s  %s\n", check, scheds[MODE_DOP]);
             fflush(stdout);
             if (jf) {
@@ -965,29 +1111,39 @@ int main(int argc, char **argv)
                         "\"dtype\":\"%s\",\"layers\":%d,\"hidden\":%d,\"intermediate\":%d,\"rank\":%d,"
                         "\"batch\":%d,\"layout\":\"%s\",\"segments\":%d,\"replays\":%d,\"attention\":\"left out\"",
                         info.name, info.driver_version, dop_version_string(), date,
-                        dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", layers, HIDDEN, INTER, rank, B,
-                        runtime_workload_name((runtime_workload)wl), lb.segs, replays);
-                json_num(jf, "base_ms", ms[MODE_BASE]);
-                json_num(jf, "dop_ms", ms[MODE_DOP]);
-                json_num(jf, "static_ms", ms[MODE_STATIC]);
-                json_num(jf, "base_tok_s", tok[MODE_BASE]);
-                json_num(jf, "dop_tok_s", tok[MODE_DOP]);
-                json_num(jf, "static_tok_s", tok[MODE_STATIC]);
-                json_num(jf, "dop_over_base_pct", dop_base);
-                json_num(jf, "dop_speedup_over_static", dop_stat);
-                json_num(jf, "diff_dop_static_rel_lora", d_ds);
-                fprintf(jf, ",\"check\":\"%s\",\"static_schedule\":\"%s\",\"dop_schedules\":\"%s\"}\n", check,
-                        static_name, scheds[MODE_DOP]);
+                        dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", layers, HIDDEN, INTER, rank, B, wl_name, lb.segs,
+                        replays);
+                for (int m = 0; m < NMODES; ++m) {
+                    snprintf(col, sizeof col, "%s_ms", MODE_KEY[m]);
+                    json_num(jf, col, ms[m]);
+                }
+                for (int m = 0; m < NMODES; ++m) {
+                    snprintf(col, sizeof col, "%s_tok_s", MODE_KEY[m]);
+                    json_num(jf, col, tok[m]);
+                }
+                for (int m = MODE_DOP; m < NMODES; ++m) {
+                    snprintf(col, sizeof col, "%s_over_base_pct", MODE_KEY[m]);
+                    json_num(jf, col, pct[m]);
+                }
+                for (int k = 0; k < NSPEEDUP; ++k)
+                    json_num(jf, SPEEDUP[k].key, speedup[k]);
+                for (int k = 0; k < NDIFF; ++k)
+                    json_num(jf, DIFF[k].key, d[k]);
+                fprintf(jf,
+                        ",\"check\":\"%s\",\"static_schedule\":\"%s\",\"dop_schedules\":\"%s\","
+                        "\"dop_overlap_schedules\":\"%s\"}\n",
+                        check, static_name, scheds[MODE_DOP], scheds[MODE_DOP_OV]);
                 fflush(jf);
             }
         }
     }
-    if (b32_min <= b32_max)
-        printf("# batch 32: dop reaches %.1f%% .. %.1f%% of the base model's tokens/s over the layouts "
-               "(target: >= 85%%, i.e. within 15%%)\n",
-               b32_min, b32_max);
-    printf("# d(dop,st) = ||h_dop - h_static|| / ||h_static - h_base|| after one step from the same state "
-           "(MISMATCH above %.2g); check: hidden state finite after the timed replays%s\n",
+    for (int m = MODE_DOP; m < NMODES; ++m)
+        if (b32_min[m] <= b32_max[m])
+            printf("# batch 32: %s reaches %.1f%% .. %.1f%% of the base model's tokens/s over the layouts "
+                   "(target: >= 85%%, i.e. within 15%%)\n",
+                   MODE_NAME[m], b32_min[m], b32_max[m]);
+    printf("# d(a,b) = ||h_a - h_b|| / ||h_b - h_base|| after one step from the same state (MISMATCH above %.2g); "
+           "check: hidden state finite after the timed replays%s\n",
            mismatch, failures ? "; FAILURES above" : "");
 
     if (jf)
@@ -1006,12 +1162,15 @@ int main(int argc, char **argv)
         free(t->tab[set]);
     }
     CKBLAS(cublasDestroy(t->blas));
-    CUdeviceptr bufs[] = {t->wbase, t->wlora, t->h,        t->h0,       t->xn,        t->qkv, t->gu,
-                          t->act,   t->ws,    t->blas_ws, t->d_row_slot, t->d_indptr, t->d_segslot};
+    CUdeviceptr bufs[] = {t->wbase, t->wlora, t->h,       t->h0,         t->xn,       t->qkv,       t->gu,
+                          t->act,   t->ws,    t->lora_v, t->blas_ws,    t->d_row_slot, t->d_indptr, t->d_segslot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
         if (bufs[i])
             CKB(drv->fn_cuMemFree(bufs[i]));
     CKB(drv->fn_cuModuleUnload(t->mod));
+    CKB(drv->fn_cuEventDestroy(t->fork));
+    CKB(drv->fn_cuEventDestroy(t->join));
+    CKB(drv->fn_cuStreamDestroy(t->side));
     CKB(drv->fn_cuStreamDestroy(t->stream));
     runtime_leave(t->ctx, pushed);
     dop_context_destroy(t->ctx);
