@@ -9,7 +9,9 @@
  *   fields, writing again gives the same bytes, and kernels_codegen of the
  *   parsed schedule gives byte-identical source (same hash);
  * - the record of docs/records.md is written exactly as printed there (and
- *   the page, when found, shows that line);
+ *   the page, when found, shows that line), and the steps of the split, fused
+ *   and counter sketches are the ones written before the cluster sketch came
+ *   (a hash of a fixed enumeration), so older records still parse;
  * - the task and target follow the runtime's numbering and fingerprint text
  *   (runtime_op, dop_dtype, runtime_gpu_tag);
  * - malformed lines: a valid line cut at every byte, every byte of valid
@@ -359,6 +361,69 @@ static void test_round_trip_sample(void **state)
     print_message("%d records round-tripped (%d illegal combinations skipped), %d kernel sources identical, "
                   "longest line %d bytes, %.2f s\n",
                   records, illegal, sources, longest, now_s() - t0);
+}
+
+/* ---- the steps of the older sketches ------------------------------------------------- */
+
+/*
+ * FNV-1a of the step lists of a fixed enumeration of split, fused and counter
+ * schedules (all five tasks; every rows, warps and vec value; loads in flight
+ * 1, 3 and the most; split-K 1, 3, 8; two column counts; tensor cores with
+ * stages 1..4; persistent or not; legal ones only), each list followed by a
+ * newline. The parser accepts exactly what the generator writes, so while
+ * this hash holds, every record written before the cluster sketch was added
+ * (tuning logs, caches) parses as it did.
+ */
+static uint64_t older_steps_hash(int *count)
+{
+    static const unsigned rows[] = {1, 2, 4, 8, 16, 32}, warps[] = {1, 2, 4, 8, 16}, vecs[] = {1, 2, 4, 8};
+    static const unsigned splits[] = {1, 3, 8}, cols[] = {7, 256}, loads[2][3] = {{1, 3, 16}, {1, 3, 8}};
+    static char buf[SEARCH_RECORD_LINE_MAX];
+    uint64_t h = 0xcbf29ce484222325ull;
+    *count = 0;
+    for (int ti = 0; ti < NUM_TASKS; ++ti) {
+        search_task task = sample_task(ti);
+        for (unsigned sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk)
+            for (unsigned mma = 0; mma <= 1; ++mma)
+                for (int a = 0; a < 6; ++a)
+                    for (int b = 0; b < 5; ++b)
+                        for (int c = 0; c < 4; ++c)
+                            for (int k = 0; k < 3; ++k)
+                                for (int sp = 0; sp < 3; ++sp)
+                                    for (int cl = 0; cl < 2; ++cl)
+                                        for (unsigned st = 1; st <= (mma ? 4u : 1u); ++st)
+                                            for (unsigned pe = 0; pe <= 1; ++pe) {
+                                                unsigned u = loads[mma][k], kc = mma ? 16 * u : 32 * vecs[c] * u;
+                                                search_schedule s = make_sp(
+                                                    make(sk, rows[a], warps[b], vecs[c], kc,
+                                                         sk == SEARCH_SKETCH_FUSED ? 1 : splits[sp],
+                                                         mma ? 8 * cols[cl] : cols[cl], mma),
+                                                    st, pe);
+                                                if ((sk == SEARCH_SKETCH_FUSED && sp > 0) ||
+                                                    (task.op != SEARCH_OP_APPLY && sk != SEARCH_SKETCH_SPLIT) ||
+                                                    !search_schedule_legal(&s, task.max_rank, NULL, 0))
+                                                    continue;
+                                                int n = search_record_steps(&task, &s, buf, sizeof buf);
+                                                assert_true(n > 0);
+                                                buf[n] = '\n';
+                                                for (int i = 0; i <= n; ++i)
+                                                    h = (h ^ (unsigned char)buf[i]) * 0x100000001b3ull;
+                                                ++*count;
+                                            }
+    }
+    return h;
+}
+
+static void test_older_steps(void **state)
+{
+    (void)state;
+    int count;
+    uint64_t h = older_steps_hash(&count);
+    print_message("%d step lists of the split, fused and counter sketches, FNV-1a %016llx\n", count,
+                  (unsigned long long)h);
+    /* as written by the generator of commit d475bb1, before the cluster sketch's steps */
+    assert_int_equal(count, 44540);
+    assert_true(h == 0x6678424e37b82fe5ull);
 }
 
 /* ---- the record of docs/records.md ---------------------------------------------------- */
@@ -1007,6 +1072,7 @@ int main(int argc, char **argv)
         return write_seeds(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime_agreement), cmocka_unit_test(test_doc_record),
+        cmocka_unit_test(test_older_steps),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_round_trip_sample),
         cmocka_unit_test(test_refusals),          cmocka_unit_test(test_whitespace),
         cmocka_unit_test(test_truncated),         cmocka_unit_test(test_mutated),
