@@ -32,7 +32,9 @@
 
 #include "search_record.h"
 
-#define COSTMODEL_VERSION 1
+/* 2: the cluster sketch's one-hot feature (COSTMODEL_F_CLUSTER) and its analytical time; a
+ * model of version 1 (44 features) is refused by costmodel_decode and has another cache key. */
+#define COSTMODEL_VERSION 2
 
 /* The features, in the order costmodel_features writes them. Values are
  * never reordered within a COSTMODEL_VERSION. */
@@ -47,6 +49,7 @@ enum {
     COSTMODEL_F_SPLIT,                  /* 1 for the split sketch */
     COSTMODEL_F_FUSED,                  /* 1 for the fused sketch */
     COSTMODEL_F_COUNTER,                /* 1 for the counter sketch */
+    COSTMODEL_F_CLUSTER,                /* 1 for the cluster sketch */
     COSTMODEL_F_MMA,                    /* 1 with tensor cores */
     COSTMODEL_F_LOG2_ROWS_CTA,          /* rows per CTA */
     COSTMODEL_F_LOG2_WARPS,             /* warps per CTA */
@@ -91,8 +94,9 @@ const char *costmodel_feature_name(int i);
  * Features of (task, target, schedule); writes COSTMODEL_NFEAT finite
  * doubles to f. Returns 0, or -1 (f untouched) when an argument is NULL or
  * invalid, or the schedule cannot run for the task: search_schedule_legal
- * fails for max_rank, a fused or counter sketch for an op other than apply,
- * or tensor cores with d_in % 8 != 0. Other annotations are taken the way the
+ * fails for max_rank, a fused, counter or cluster sketch for an op other than
+ * apply, the cluster sketch on a GPU before sm_90, or tensor cores with
+ * d_in % 8 != 0. Other annotations are taken the way the
  * launcher takes them (a split-K it rounds, a vector width that does not
  * divide d_in and so falls back to scalar loads).
  */

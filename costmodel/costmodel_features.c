@@ -14,6 +14,12 @@
  *   counter  memset + dop_fused_counter on (row tiles x K splits x slices):
  *            the split's shrink with fp32 atomics, then the last CTA of each
  *            row tile expands every column tile serially;
+ *   cluster  dop_cluster on (row tiles x K splits x slices) in clusters of the
+ *            K splits (sm_90+): 1 launch, no memset; each CTA shrinks its K
+ *            range as the split's shrink does, waits at a cluster barrier,
+ *            adds up the cluster's partials from its peers' shared memory
+ *            (DSMEM), then expands every split-th column tile of its row tile,
+ *            whose B and y it prefetched into L2 while it shrank;
  *   op shrink / expand run one half of the split sketch.
  *
  * A launch costs a fixed floor (a graph node) plus the body, and the body is
@@ -63,6 +69,8 @@ typedef struct hw {
     double l2_bytes;
     double lat_dram;  /* microseconds per dependent DRAM round trip under load */
     double lat_l2;    /* microseconds per L2 round trip (layout, adapter table, v, atomics) */
+    double lat_dsmem; /* microseconds per round of loads from the shared memory of other CTAs of a cluster */
+    double cluster_sync; /* microseconds of a cluster barrier (arrive + wait) */
     double launch;    /* microseconds per kernel launch in a graph */
     double memset;    /* microseconds per memset node */
     double clock;     /* cycles per microsecond */
@@ -94,6 +102,8 @@ static void hw_of(const search_target *g, hw *h)
     h->launch = 1.4;
     h->memset = 1.0;
     h->clock = cc >= 90 ? 1700 : 1400;
+    h->lat_dsmem = 200 / h->clock;    /* SM to SM within a GPC: about a shared-memory access, ~200 cycles */
+    h->cluster_sync = 300 / h->clock; /* every thread of every CTA arrives, then waits: a few hundred cycles */
     h->smem_sm = g->smem_per_block > 0 ? (double)g->smem_per_block + 1024 : 100.0 * 1024;
     h->l1_bytes = cc >= 90 ? 128.0 * 1024 : 64.0 * 1024;
 }
@@ -324,6 +334,8 @@ static int model_run(const search_task *t, const search_target *g, const search_
         return -1;
     if (t->op != SEARCH_OP_APPLY && s->sketch != SEARCH_SKETCH_SPLIT)
         return -1;
+    if (s->sketch == SEARCH_SKETCH_CLUSTER && g->cc_major < 9) /* thread-block clusters are sm_90+ */
+        return -1;
     if (s->mma && t->d_in % 8 != 0)
         return -1;
 
@@ -464,6 +476,29 @@ static int model_run(const search_task *t, const search_target *g, const search_
         lc.dram = a_unique + (a_req_f - a_unique) * (1 - m->a_hit) + x_bytes + b_dram + y_bytes;
         lc.l2 = a_req_f + x_l2 * m->col_tiles_sum + b_req + y_bytes;
         add_launch(m, &lc);
+    } else if (s->sketch == SEARCH_SKETCH_CLUSTER) {
+        double exp_rounds, exp_instr;
+        expand_cta(m, dmin(m->cols, m->d_out_max), &exp_rounds, &exp_instr);
+        double tiles_cta = ceil_div(m->col_tiles_max, m->split); /* every split-th column tile of the row tile */
+        /* the cluster's sum: T x rank sums over the CTA's threads, each issuing the split DSMEM loads of one
+         * sum together, then adding them: one round per sum a thread makes */
+        double red_rounds = ceil_div(m->T * m->rank, 32 * m->W);
+        launch_cost lc;
+        memset(&lc, 0, sizeof lc);
+        lc.ctas = lc.grid = m->row_tiles * m->split * m->slices;
+        lc.warps = m->W;
+        lc.per_sm = ctas_per_sm(m);
+        lc.rounds = 2 + shrink_rounds + red_rounds + tiles_cta * exp_rounds;
+        /* B and y of the CTA's column tiles were prefetched into L2 during the shrink: the expand's
+         * rounds are L2 round trips */
+        lc.chain = setup_chain(m) + shrink_rounds * lat_a + m->h.cluster_sync + red_rounds * m->h.lat_dsmem +
+                   tiles_cta * exp_rounds * m->h.lat_l2;
+        /* per sum and thread: an address map and a load per peer, the adds, the store */
+        lc.instr = shrink_instr + tiles_cta * exp_instr + red_rounds * m->W * (3 * m->split + 8) + 60;
+        /* no scratch: the partials meet SM to SM, not in L2 */
+        lc.dram = a_dram + x_bytes + b_dram + y_bytes;
+        lc.l2 = a_req + x_l2 * m->split * m->slices + b_req + y_bytes;
+        add_launch(m, &lc);
     } else { /* counter */
         double exp_rounds, exp_instr;
         expand_cta(m, dmin(m->cols, m->d_out_max), &exp_rounds, &exp_instr);
@@ -536,6 +571,7 @@ int costmodel_features(const search_task *t, const search_target *g, const searc
     v[COSTMODEL_F_SPLIT] = s->sketch == SEARCH_SKETCH_SPLIT;
     v[COSTMODEL_F_FUSED] = s->sketch == SEARCH_SKETCH_FUSED;
     v[COSTMODEL_F_COUNTER] = s->sketch == SEARCH_SKETCH_FUSED_COUNTER;
+    v[COSTMODEL_F_CLUSTER] = s->sketch == SEARCH_SKETCH_CLUSTER;
     v[COSTMODEL_F_MMA] = s->mma;
     v[COSTMODEL_F_LOG2_ROWS_CTA] = lg2(s->rows);
     v[COSTMODEL_F_LOG2_WARPS] = lg2(s->warps);
@@ -586,15 +622,15 @@ double costmodel_analytical_us(const search_task *t, const search_target *g, con
 }
 
 static const char *const feature_names[COSTMODEL_NFEAT] = {
-    "log2_analytical_us", "log2_latency_us", "log2_dram_us",      "log2_l2_us",           "log2_issue_us",
-    "launches",           "memsets",         "split",             "fused",                "counter",
-    "mma",                "log2_rows_cta",   "log2_warps",        "log2_vec",             "log2_loads",
-    "log2_split_k",       "log2_cols",       "log2_ctas",         "waves",                "wave_eff",
-    "ctas_per_sm",        "regs",            "smem_kib",          "log2_dram_bytes",      "log2_l2_bytes",
-    "log2_weight_reread", "log2_fma",        "log2_fma_issued",   "pad_waste",            "groups_per_tile",
-    "log2_rounds",        "log2_partial_bytes", "log2_rows",      "log2_rank",            "log2_d_in",
-    "log2_d_out",         "log2_mean_run",   "none_frac",         "mma_x_mean_run",       "fused_x_col_tiles",
-    "spill",              "small_x_split",      "stages",             "persist",
+    "log2_analytical_us", "log2_latency_us",    "log2_dram_us",    "log2_l2_us",        "log2_issue_us",
+    "launches",           "memsets",            "split",           "fused",             "counter",
+    "cluster",            "mma",                "log2_rows_cta",   "log2_warps",        "log2_vec",
+    "log2_loads",         "log2_split_k",       "log2_cols",       "log2_ctas",         "waves",
+    "wave_eff",           "ctas_per_sm",        "regs",            "smem_kib",          "log2_dram_bytes",
+    "log2_l2_bytes",      "log2_weight_reread", "log2_fma",        "log2_fma_issued",   "pad_waste",
+    "groups_per_tile",    "log2_rounds",        "log2_partial_bytes", "log2_rows",      "log2_rank",
+    "log2_d_in",          "log2_d_out",         "log2_mean_run",   "none_frac",         "mma_x_mean_run",
+    "fused_x_col_tiles",  "spill",              "small_x_split",   "stages",            "persist",
 };
 
 const char *costmodel_feature_name(int i)

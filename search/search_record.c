@@ -8,12 +8,12 @@
  * parser reads the schedule's fields back from the few steps that carry them
  * (SP of v.i: rows; SP of v.k: split_k; SP of the warp-level K range: the
  * loads in flight, lanes and vector width; SP of the work items: warps; SP
- * of y.n: cols; CR v, CA of v at y or CA of y at v: the sketch; AN
- * tensorize: the tensor-core variant), then regenerates the steps of
- * that schedule and requires the record's steps to be exactly those. So
- * every accepted record describes its schedule faithfully, any inconsistent
- * step is refused with the step and what was expected, and parse(write(r))
- * gives r back.
+ * of y.n: cols; CR v, CA of v at y's CTA (s) or row tile (i.0, cluster), or
+ * CA of y at v: the sketch; AN tensorize: the tensor-core variant), then
+ * regenerates the steps of that schedule and requires the record's steps to
+ * be exactly those. So every accepted record describes its schedule
+ * faithfully, any inconsistent step is refused with the step and what was
+ * expected, and parse(write(r)) gives r back.
  *
  * JSON. Hand-written, no dependencies. The writer prints the shortest decimal
  * text that reads back to the same double. The parser builds a tree of at
@@ -43,6 +43,7 @@ static const char *const op_names[] = {"apply", "shrink", "expand"};
 static const char *const dtype_names[] = {NULL, "f16", "bf16"};
 static const char *const weights_names[] = {"table", "arrays", "upload"};
 static const char *const error_names[] = {"ok", "compile", "launch", "wrong_result", "timeout", "device", "unknown"};
+static const char *const sketch_names[] = {NULL, "split", "fused", "counter", "cluster"};
 
 #define say search_say
 
@@ -202,7 +203,7 @@ bool search_record_check(const search_record *r, char *why, size_t len)
         return say(why, len, "schedule is illegal for max_rank %d: %s", (int)r->task.max_rank, sw), false;
     if (r->task.op != SEARCH_OP_APPLY && r->sched.sketch != SEARCH_SKETCH_SPLIT)
         return say(why, len, "a %s task runs the split sketch's kernels; the schedule's sketch is %s",
-                   op_names[r->task.op], r->sched.sketch == SEARCH_SKETCH_FUSED ? "fused" : "counter"),
+                   op_names[r->task.op], sketch_names[r->sched.sketch]),
                false;
     if (!in_range(r->ncosts, 0, SEARCH_RECORD_MAX_COSTS))
         return say(why, len, "ncosts %d not in 0..%d", (int)r->ncosts, SEARCH_RECORD_MAX_COSTS), false;
@@ -395,12 +396,20 @@ static long long k_per_cta(long long d_in, unsigned split_k, unsigned vec)
  * ...; FU names the fused iterator <a>@<b>. docs/records.md maps each step to
  * the kernel code. The CUDA-core (mma = 0) and tensor-core (mma = 1) variants
  * differ in how the innermost loops are split and executed.
+ *
+ * The cluster sketch computes v once per row tile and slice, at y's i.0 (y's
+ * CTA loops run s, i.0, then the cluster's CTAs): k.0 (v) and n.0.1 (y) are
+ * both bound to the CTA's rank in its cluster, the partials of k.0 meet
+ * through distributed shared memory, and every CTA expands the column tiles
+ * n.0.0 * S + its rank.
  */
 static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, stepgen *g)
 {
-    const bool counter = s->sketch == SEARCH_SKETCH_FUSED_COUNTER, mma = s->mma != 0;
-    const bool staged = mma && s->stages > 1, persist = s->persist != 0;
-    const bool split = s->sketch == SEARCH_SKETCH_SPLIT || counter; /* d_in split over CTAs */
+    const bool counter = s->sketch == SEARCH_SKETCH_FUSED_COUNTER, cluster = s->sketch == SEARCH_SKETCH_CLUSTER;
+    const bool mma = s->mma != 0, staged = mma && s->stages > 1, persist = s->persist != 0;
+    /* the intermediate goes through global memory, and v has a grid of its own */
+    const bool global = s->sketch == SEARCH_SKETCH_SPLIT || counter;
+    const bool split = global || cluster; /* d_in split over CTAs */
     const unsigned R = s->rows, W = s->warps, V = s->vec, S = s->split_k, C = s->cols;
     const unsigned U = mma ? s->kc / 16u : s->kc / (32u * s->vec); /* loads (mmas) in flight per K step */
     const long long D = t->d_in;
@@ -408,6 +417,8 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     const char *KP = split ? "k.1.0" : "k.0"; /* its parts over warps */
     const char *KI = split ? "k.1.1" : "k.1"; /* one warp's part: steps x loads x (lanes x vector | mma K) */
     const char *RI = mma ? "r.0" : "r";       /* the rank (in n tiles of 8 for mma) */
+    /* v's own CTA loops, outermost first, before its loops inside a CTA */
+    const char *VB = global ? "\"i.0\",\"k.0\",\"s\"," : cluster ? "\"k.0\"," : "";
     char IT[16];                              /* work items (part, rank index or n tile) */
     snprintf(IT, sizeof IT, "%s@%s", KP, RI);
     g->w = w;
@@ -417,6 +428,8 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     /* structure */
     if (counter)
         step(g, "[\"CA\",\"y\",\"v\",\"s\"]");
+    else if (cluster)
+        step(g, "[\"CA\",\"v\",\"y\",\"i.0\"]");
     else if (split)
         step(g, "[\"CR\",\"v\"]");
     else
@@ -438,24 +451,26 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     step(g, "[\"FU\",\"v\",[\"%s\",\"%s\"]]", KP, RI);
     int sp_warps = step(g, "[\"SP\",\"v\",\"%s\",null,[%u],1]", IT, W);
     if (staged) /* the chunks of kc (the pipeline's stages) go round the whole CTA; the items split each chunk */
-        step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.0\",\"%s.1\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]",
-             split ? "\"i.0\",\"k.0\",\"s\"," : "", KI, IT, IT, KI, KI);
+        step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.0\",\"%s.1\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]", VB, KI, IT, IT, KI,
+             KI);
     else if (mma)
-        step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.1\",\"%s.0\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]",
-             split ? "\"i.0\",\"k.0\",\"s\"," : "", IT, IT, KI, KI, KI);
+        step(g, "[\"RE\",\"v\",[%s\"%s.0\",\"%s.1\",\"%s.0\",\"%s.1\",\"i.1\",\"r.1\",\"%s.2\"]]", VB, IT, IT, KI, KI,
+             KI);
     else
-        step(g, "[\"RE\",\"v\",[%s\"i.1\",\"%s.0\",\"%s.1\",\"%s.0\",\"%s.1\",\"%s.2\",\"%s.3\"]]",
-             split ? "\"i.0\",\"k.0\",\"s\"," : "", IT, IT, KI, KI, KI, KI);
+        step(g, "[\"RE\",\"v\",[%s\"i.1\",\"%s.0\",\"%s.1\",\"%s.0\",\"%s.1\",\"%s.2\",\"%s.3\"]]", VB, IT, IT, KI,
+             KI, KI, KI);
     step(g, "[\"PR\",\"v\",\"i.1\",\"group_by_adapter\"]");
     /* v: annotations */
-    if (split && persist) {
+    if (global && persist) {
         /* one loop over all CTA tiles, strided over the CTAs that fit on the device at once */
         step(g, "[\"FU\",\"v\",[\"i.0\",\"k.0\",\"s\"]]");
         step(g, "[\"AN\",\"v\",\"i.0@k.0@s\",\"persistent\"]");
-    } else if (split) {
+    } else if (global) {
         step(g, "[\"AN\",\"v\",\"i.0\",\"blockIdx.x\"]");
         step(g, "[\"AN\",\"v\",\"k.0\",\"blockIdx.y\"]");
         step(g, "[\"AN\",\"v\",\"s\",\"blockIdx.z\"]");
+    } else if (cluster) {
+        step(g, "[\"AN\",\"v\",\"k.0\",\"cluster_ctarank\"]");
     }
     step(g, "[\"AN\",\"v\",\"%s.1\",\"warp\"]", IT);
     step(g, "[\"AN\",\"v\",\"%s.1\",\"unroll\"]", KI);
@@ -474,15 +489,18 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     if (!mma)
         step(g, "[\"RF\",\"v\",\"%s.2\",32,\"shuffle\"]", KI);
     step(g, "[\"RF\",\"v\",\"%s\",null,\"atomic.shared\"]", KP);
-    if (split)
+    if (global)
         step(g, "[\"RF\",\"v\",\"k.0\",%u,\"atomic.global\"]", S);
+    else if (cluster)
+        step(g, "[\"RF\",\"v\",\"k.0\",%u,\"dsmem\"]", S);
     if (counter)
         step(g, "[\"PR\",\"v\",\"k.0\",\"completion_counter\"]");
     /* v: buffers */
-    if (split)
+    if (global)
         step(g, "[\"CHW\",\"v\",\"global\",\"v.fp32\"]");
     step(g, "[\"CHW\",\"v\",\"shared\",\"sv\"]");
-    step(g, split ? "[\"CA\",\"sv\",\"v\",\"s\"]" : "[\"CA\",\"sv\",\"y\",\"s\"]");
+    /* sv per CTA: v's own (global), the CTA of the cluster (k.0: its partial), or y's (fused) */
+    step(g, "[\"CA\",\"sv\",\"%s\",\"%s\"]", global || cluster ? "v" : "y", cluster ? "k.0" : "s");
     step(g, "[\"CHW\",\"v\",\"local\",\"acc\"]");
     step(g, "[\"CA\",\"acc\",\"v\",\"%s.1\"]", IT);
     step(g, "[\"CHR\",\"A\",\"local\",[\"v\"],\"a\"]");
@@ -501,8 +519,13 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     const char *YW = mma ? "n.1.0.1" : "n.1.1"; /* the iterator of a warp (mma) or a thread */
     step(g, "[\"FSP\",\"y\",\"i\",%d,1]", sp_rows);
     step(g, "[\"SP\",\"y\",\"n\",null,[%u],1]", C);
-    /* the CTA loops: y's own grid, or (counter) v's CTA with a serial loop over column tiles */
-    const char *YB = counter ? "\"i.0\",\"s\",\"n.0\"" : "\"i.0\",\"n.0\",\"s\"";
+    if (cluster) /* column tiles interleaved over the cluster: n.0.1 its S CTAs, n.0.0 each one's serial loop */
+        step(g, "[\"SP\",\"y\",\"n.0\",null,[%u],1]", S);
+    /* the CTA loops: y's own grid, (counter) v's CTA with a serial loop over column tiles, or (cluster) the
+     * clusters, their CTAs and each CTA's serial loop */
+    const char *YB = counter   ? "\"i.0\",\"s\",\"n.0\""
+                     : cluster ? "\"s\",\"i.0\",\"n.0.1\",\"n.0.0\""
+                               : "\"i.0\",\"n.0\",\"s\"";
     if (mma) {
         step(g, "[\"SP\",\"y\",\"n.1\",null,[8],1]");
         step(g, "[\"FFSP\",\"y\",\"n.1.0\",[[%d,0]],1]", sp_warps);
@@ -515,7 +538,12 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     }
     step(g, "[\"PR\",\"y\",\"i.1\",\"group_by_adapter\"]");
     /* y: annotations */
-    if (!counter && persist) {
+    if (cluster) {
+        step(g, "[\"AN\",\"y\",\"i.0\",\"clusterid.x\"]");
+        step(g, "[\"AN\",\"y\",\"s\",\"clusterid.y\"]");
+        step(g, "[\"AN\",\"y\",\"n.0.1\",\"cluster_ctarank\"]");
+        step(g, "[\"PR\",\"y\",\"n.0.0\",\"prefetch_l2\"]");
+    } else if (!counter && persist) {
         step(g, "[\"FU\",\"y\",[\"i.0\",\"n.0\",\"s\"]]");
         step(g, "[\"AN\",\"y\",\"i.0@n.0@s\",\"persistent\"]");
     } else if (!counter) {
@@ -537,9 +565,12 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
         step(g, "[\"PR\",\"y\",\"r.1\",\"vector_if_aligned\"]");
     }
     /* y: buffers */
-    if (split) {
+    if (global) {
         step(g, "[\"CHR\",\"v.fp32\",\"shared\",[\"y\"],\"sv.y\"]");
         step(g, "[\"CA\",\"sv.y\",\"y\",\"s\"]");
+    } else if (cluster) { /* each CTA's copy of the cluster's sum, added up from the peers' sv */
+        step(g, "[\"CHR\",\"sv\",\"shared\",[\"y\"],\"sfull\"]");
+        step(g, "[\"CA\",\"sfull\",\"y\",\"n.0.1\"]");
     }
     step(g, "[\"CHW\",\"y\",\"local\",\"acc.y\"]");
     step(g, "[\"CA\",\"acc.y\",\"y\",\"%s\"]", YW);
@@ -548,7 +579,7 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     step(g, "[\"CHR\",\"B\",\"local\",[\"y\"],\"b\"]");
     step(g, "[\"CA\",\"b\",\"y\",\"r.0\"]");
     if (mma) {
-        step(g, "[\"CHR\",\"%s\",\"local\",[\"y\"],\"vf\"]", split ? "sv.y" : "sv");
+        step(g, "[\"CHR\",\"%s\",\"local\",[\"y\"],\"vf\"]", global ? "sv.y" : cluster ? "sfull" : "sv");
         step(g, "[\"CA\",\"vf\",\"y\",\"r.0\"]");
     }
     ws(w, "]");
@@ -1342,7 +1373,7 @@ static bool sp_length(jdoc *d, const int *sp, int f, int nlen, int at, int64_t l
 /* The schedule the steps describe (their consistency is checked by the caller). */
 static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
 {
-    bool split = false, fused = false, counter = false, mma = false, persist = false;
+    bool split = false, fused = false, counter = false, cluster = false, mma = false, persist = false;
     int stages = 1;
     int sp[SPF_COUNT];
     for (int f = 0; f < SPF_COUNT; ++f)
@@ -1376,13 +1407,17 @@ static bool steps_schedule(jdoc *d, int steps, search_schedule *s)
                 fused |= jstreq(d, a1, "v") && jstreq(d, a2, "y");
                 counter |= jstreq(d, a1, "y") && jstreq(d, a2, "v");
             }
+            cluster |= jstreq(d, a1, "v") && jstreq(d, a2, "y") && jstreq(d, a3, "i.0");
         }
     }
-    if ((int)split + (int)fused + (int)counter != 1)
+    if ((int)split + (int)fused + (int)counter + (int)cluster != 1)
         return jfail(d, "steps: the sketch needs exactly one of [\"CR\",\"v\"] (split), [\"CA\",\"v\",\"y\",\"s\"] "
-                        "(fused) and [\"CA\",\"y\",\"v\",\"s\"] (counter)");
-    const int sketch = split ? SEARCH_SKETCH_SPLIT : fused ? SEARCH_SKETCH_FUSED : SEARCH_SKETCH_FUSED_COUNTER;
-    split |= counter; /* d_in split over CTAs: the same iterators */
+                        "(fused), [\"CA\",\"y\",\"v\",\"s\"] (counter) and [\"CA\",\"v\",\"y\",\"i.0\"] (cluster)");
+    const int sketch = split     ? SEARCH_SKETCH_SPLIT
+                       : fused   ? SEARCH_SKETCH_FUSED
+                       : counter ? SEARCH_SKETCH_FUSED_COUNTER
+                                 : SEARCH_SKETCH_CLUSTER;
+    split |= counter || cluster; /* d_in split over CTAs: the same iterators */
     int KI = split ? SPF_K_SPLIT : SPF_K_FUSED;
     int IT = mma ? (split ? SPF_IT_SPLIT_MMA : SPF_IT_FUSED_MMA) : (split ? SPF_IT_SPLIT : SPF_IT_FUSED);
     int64_t rows, warps, u, lanes = 1, vec = 8, kstep, split_k = 1, cols;
@@ -1539,7 +1574,7 @@ static bool read_steps(parse_state *ps, int id, const search_task *t, search_sch
         return jfail(d, "steps describe \"%s\", illegal for max_rank %d: %s", fmt, (int)t->max_rank, why);
     if (t->op != SEARCH_OP_APPLY && s->sketch != SEARCH_SKETCH_SPLIT)
         return jfail(d, "steps: a %s task runs the split sketch's kernels, the steps say %s", op_names[t->op],
-                     s->sketch == SEARCH_SKETCH_FUSED ? "fused" : "counter");
+                     sketch_names[s->sketch]);
     /* the steps this generator writes for that schedule, compared with the
      * record's written back compactly (their shapes are checked above, so
      * equal text means equal steps) */

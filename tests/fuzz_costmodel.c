@@ -5,7 +5,9 @@
  * The input is an image. costmodel_decode must never read outside it nor
  * crash; when it refuses, it says why and leaves the model zeroed; when it
  * accepts, the model must encode back to the same bytes (the decoder is
- * strict: one image per model) and predict a positive finite time.
+ * strict: one image per model) and predict a positive finite time, for a
+ * split and a cluster schedule (on an sm_90 image; the cluster sketch is
+ * refused, 1e9, before sm_90).
  *
  * Built with -fsanitize=fuzzer,address,undefined when DOP_FUZZ=ON (clang;
  * tools/fuzz.sh, which seeds the corpus with `test_costmodel --write-seeds`).
@@ -58,10 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.max_rank = 16;
     t.rows_log2 = 5;
     t.groups_log2 = 5;
-    search_schedule s = search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0);
-    double us = costmodel_predict_us(&m, &t, &s);
-    if (!(us > 0) || !isfinite(us))
-        fail();
+    const search_schedule s[2] = {search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0),
+                                  search_schedule_make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 1024, 8, 256, 0, 1, 0)};
+    for (int i = 0; i < 2; ++i) {
+        double us = costmodel_predict_us(&m, &t, &s[i]);
+        if (!(us > 0) || !isfinite(us))
+            fail();
+    }
     free(img);
     return 0;
 }

@@ -1,8 +1,9 @@
 /*
  * test_costmodel.c -- the cost model (costmodel/): features, the analytical
- * model's orderings and magnitudes, learning from records, the evaluation
- * metrics, the byte image (round trip and hostile input), the cache store
- * and the `dop costmodel` commands.
+ * model's orderings and magnitudes, the cluster sketch (not in the search
+ * space yet: its schedules are made directly), learning from records, the
+ * evaluation metrics, the byte image (round trip, hostile input, images of
+ * the previous version), the cache store and the `dop costmodel` commands.
  *
  *   test_costmodel                     the tests
  *   test_costmodel --write-seeds DIR   writes valid model images (the fuzz
@@ -660,7 +661,7 @@ static void test_decode_hostile(void **state)
         double f; /* written as a double when len is 0 */
         uint64_t u;
     } edits[] = {
-        {4, 4, 0, 2},             /* version */
+        {4, 4, 0, 1},             /* version: the previous one */
         {8, 4, 0, 7},             /* feature count */
         {12, 4, 0, 2},            /* trained flag */
         {16, 4, 0, 0},            /* cc_major */
@@ -724,6 +725,95 @@ static void test_decode_hostile(void **state)
     assert_int_equal(costmodel_decode(img, sizeof img, &out, NULL, 0), 0);
 }
 
+/* ---- the cluster sketch ---------------------------------------------------------------- */
+
+static search_schedule cluster_of(unsigned split, unsigned mma, unsigned stages)
+{
+    return mma ? search_schedule_make(SEARCH_SKETCH_CLUSTER, 16, 4, 8, 64, split, 128, 1, stages, 0)
+               : search_schedule_make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 1024, split, 256, 0, 1, 0);
+}
+
+static void test_cluster(void **state)
+{
+    (void)state;
+    search_target g = h200(), a = a100();
+    costmodel untrained, trained = trained_model();
+    costmodel_init(&untrained, &g);
+    search_task tasks[] = {task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 0, 0, 0),
+                           task_of(SEARCH_OP_APPLY, 4096, 11008, 64, 8, 4, 4),
+                           task_of(SEARCH_OP_APPLY, 14336, 4096, 128, 5, 5, 0)};
+    tasks[2].num_slices = 3;
+    tasks[2].d_out[1] = tasks[2].d_out[2] = 1024;
+    double f[COSTMODEL_NFEAT];
+    int checked = 0;
+    for (size_t k = 0; k < sizeof tasks / sizeof tasks[0]; ++k)
+        for (unsigned split = 1; split <= SEARCH_MAX_CLUSTER; ++split)
+            for (unsigned v = 0; v <= SEARCH_MAX_STAGES; ++v) {
+                search_schedule s = cluster_of(split, v > 0, v > 0 ? v : 1);
+                if (!search_schedule_legal(&s, tasks[k].max_rank, NULL, 0))
+                    continue; /* the stage ring beside rank 128's two intermediates */
+                assert_int_equal(costmodel_features(&tasks[k], &g, &s, f), 0);
+                for (int j = 0; j < COSTMODEL_NFEAT; ++j)
+                    assert_true(isfinite(f[j]));
+                /* its one-hot feature, one launch, no memset, no partials added by atomics */
+                assert_true(f[COSTMODEL_F_CLUSTER] == 1 && f[COSTMODEL_F_SPLIT] == 0 && f[COSTMODEL_F_FUSED] == 0 &&
+                            f[COSTMODEL_F_COUNTER] == 0);
+                assert_true(f[COSTMODEL_F_LAUNCHES] == 1 && f[COSTMODEL_F_MEMSETS] == 0);
+                assert_true(f[COSTMODEL_F_LOG2_PARTIAL_BYTES] == 0);
+                double us = costmodel_analytical_us(&tasks[k], &g, &s);
+                assert_true(us > 0 && isfinite(us) && us < 1e7);
+                assert_true(costmodel_predict_us(&untrained, &tasks[k], &s) == us);
+                double p = costmodel_predict_us(&trained, &tasks[k], &s);
+                assert_true(p > 0 && isfinite(p) && p < 1e9);
+                checked++;
+            }
+    assert_true(checked > 3 * 16 * 3);
+    /* the other sketches have it at 0 */
+    search_schedule others[] = {search_schedule_make(SEARCH_SKETCH_SPLIT, 1, 8, 8, 1024, 8, 256, 0, 1, 0),
+                                search_schedule_make(SEARCH_SKETCH_FUSED, 1, 8, 8, 1024, 1, 256, 0, 1, 0),
+                                search_schedule_make(SEARCH_SKETCH_FUSED_COUNTER, 1, 8, 8, 1024, 8, 256, 0, 1, 0)};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; ++i) {
+        assert_int_equal(costmodel_features(&tasks[0], &g, &others[i], f), 0);
+        assert_true(f[COSTMODEL_F_CLUSTER] == 0);
+    }
+    assert_string_equal(costmodel_feature_name(COSTMODEL_F_CLUSTER), "cluster");
+    /* apply only, and sm_90+ only */
+    search_schedule c8 = cluster_of(8, 0, 1);
+    search_task sh = tasks[0], ex = tasks[0];
+    sh.op = SEARCH_OP_SHRINK;
+    ex.op = SEARCH_OP_EXPAND;
+    assert_int_equal(costmodel_features(&sh, &g, &c8, f), -1);
+    assert_int_equal(costmodel_features(&ex, &g, &c8, f), -1);
+    assert_int_equal(costmodel_features(&tasks[0], &a, &c8, f), -1);
+    assert_true(costmodel_analytical_us(&tasks[0], &a, &c8) == 1e9);
+    search_schedule c17 = c8;
+    c17.split_k = SEARCH_MAX_CLUSTER + 1;
+    assert_int_equal(costmodel_features(&tasks[0], &g, &c17, f), -1);
+
+    /* rankings at one row (latency): one launch without a memset, scratch or global atomics beats the counter
+     * sketch's and the split sketch's launches of the same split; splitting K over the cluster shortens the chain */
+    search_task one = tasks[0];
+    assert_true(us_of(&one, &c8) < us_of(&one, &others[2]));
+    assert_true(us_of(&one, &c8) < us_of(&one, &others[0]));
+    search_schedule c1 = cluster_of(1, 0, 1);
+    assert_true(us_of(&one, &c8) < us_of(&one, &c1));
+    /* more work, more time: rows (distinct adapters), rank, d_in, d_out */
+    double prev = 0;
+    for (int l = 0; l <= 12; l += 2) {
+        search_task t = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, l, l, 0);
+        double v = us_of(&t, &c8);
+        assert_true(v > prev);
+        prev = v;
+    }
+    search_task r16 = task_of(SEARCH_OP_APPLY, 4096, 4096, 16, 6, 6, 0), r64 = r16, wide = r16, tall = r16;
+    r64.max_rank = 64;
+    wide.d_in = 14336;
+    tall.d_out[0] = 14336;
+    assert_true(us_of(&r64, &c8) > us_of(&r16, &c8));
+    assert_true(us_of(&wide, &c8) > us_of(&r16, &c8));
+    assert_true(us_of(&tall, &c8) > us_of(&r16, &c8));
+}
+
 /* ---- the cache ------------------------------------------------------------------ */
 
 static char tmpdir[256];
@@ -768,6 +858,80 @@ static void test_cache_store(void **state)
     assert_int_equal(costmodel_store(NULL, &m, why, sizeof why), CACHE_ERR_INVALID);
     assert_int_equal(costmodel_load(NULL, &g, &back, why, sizeof why), CACHE_ERR_INVALID);
     cache_close(s);
+    rm_tree(tmpdir);
+}
+
+/* An image of version 1 (44 features, before the cluster sketch's): the analytical-only model of g, laid out
+ * as version 1's encoder wrote it. */
+#define V1_NFEAT 44
+#define V1_SIZE (64 + 24 * V1_NFEAT + 8)
+static void image_v1(const search_target *g, unsigned char *img)
+{
+    unsigned char *p = img;
+    uint64_t fields[][2] = {{4, 1}, {4, V1_NFEAT}, {4, 0}, {4, (uint64_t)g->cc_major}, {4, (uint64_t)g->cc_minor},
+                            {4, (uint64_t)g->sm_count}, {8, (uint64_t)g->l2_bytes}, {4, (uint64_t)g->smem_per_block},
+                            {4, 0}, {4, 0}, {8, 0}, {8, 0}};
+    memcpy(p, "DOPM", 4);
+    p += 4;
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; ++f)
+        for (uint64_t b = 0; b < fields[f][0]; ++b)
+            *p++ = (unsigned char)(fields[f][1] >> (8 * b));
+    for (int a = 0; a < 3; ++a) /* mean 0, scale 1, w 0 */
+        for (int j = 0; j < V1_NFEAT; ++j) {
+            double v = a == 1 ? 1.0 : 0.0;
+            memcpy(p, &v, 8);
+            p += 8;
+        }
+    uint64_t h = fnv1a(img, (size_t)(p - img));
+    for (int i = 0; i < 8; ++i)
+        *p++ = (unsigned char)(h >> (8 * i));
+    assert_int_equal((size_t)(p - img), V1_SIZE);
+}
+
+/* A model of the previous version is refused, never read with this version's features; in the cache it is
+ * under another key, so a load misses it, and one put under this version's key is reported corrupt. */
+static void test_previous_version(void **state)
+{
+    (void)state;
+    search_target g = h200();
+    unsigned char v1[V1_SIZE];
+    image_v1(&g, v1);
+    costmodel out, zero;
+    memset(&zero, 0, sizeof zero);
+    char why[256] = "";
+    assert_int_equal(costmodel_decode(v1, sizeof v1, &out, why, sizeof why), -1);
+    assert_string_equal(why, "cost model version 1 is not supported (this is 2)");
+    assert_memory_equal(&out, &zero, sizeof out);
+    /* with this version's number it is still refused: 44 features, not this version's */
+    v1[4] = COSTMODEL_VERSION;
+    assert_int_equal(costmodel_decode(v1, sizeof v1, &out, why, sizeof why), -1);
+    assert_non_null(strstr(why, "has 44 features"));
+    v1[4] = 1;
+
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/dop_costmodel_XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    char path[300];
+    snprintf(path, sizeof path, "%s/cache.mdb", tmpdir);
+    cache_store *st = NULL;
+    assert_int_equal(cache_open(path, CACHE_CREATE, &st, why, sizeof why), CACHE_OK);
+    cache_key k1, k;
+    cache_key_init(&k1, "dop.costmodel", 1); /* the key version 1 stored it under */
+    cache_key_i64(&k1, g.cc_major);
+    cache_key_i64(&k1, g.cc_minor);
+    cache_key_i64(&k1, g.sm_count);
+    cache_key_i64(&k1, g.l2_bytes);
+    cache_key_i64(&k1, g.smem_per_block);
+    costmodel_cache_key(&g, &k);
+    assert_true(k.len != k1.len || memcmp(k.buf, k1.buf, k.len) != 0);
+    assert_int_equal(cache_put(st, CACHE_DB_COSTMODEL, k1.buf, k1.len, NULL, v1, sizeof v1, why, sizeof why), CACHE_OK);
+    costmodel m;
+    assert_int_equal(costmodel_load(st, &g, &m, why, sizeof why), CACHE_MISS);
+    assert_true(m.trained == 0 && m.version == COSTMODEL_VERSION);
+    assert_int_equal(cache_put(st, CACHE_DB_COSTMODEL, k.buf, k.len, NULL, v1, sizeof v1, why, sizeof why), CACHE_OK);
+    assert_int_equal(costmodel_load(st, &g, &m, why, sizeof why), CACHE_CORRUPT);
+    assert_non_null(strstr(why, "version 1 is not supported"));
+    assert_true(m.trained == 0 && m.version == COSTMODEL_VERSION);
+    cache_close(st);
     rm_tree(tmpdir);
 }
 
@@ -889,10 +1053,12 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_features_sample),  cmocka_unit_test(test_illegal),
         cmocka_unit_test(test_analytical_orderings), cmocka_unit_test(test_analytical_magnitudes),
+        cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_learn_synthetic),  cmocka_unit_test(test_evaluate_hand),
         cmocka_unit_test(test_correction_monotone),
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_decode_hostile),
-        cmocka_unit_test(test_cache_store),      cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_cache_store),      cmocka_unit_test(test_previous_version),
+        cmocka_unit_test(test_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,15 +1,21 @@
 /*
  * test_records.c -- tuning records (search/search_record.c).
  *
- * - round trip over a deterministic sample of the schedule space: the three
- *   sketches (split, fused, counter), every rows/warps/vec value, loads in flight 1..16, split_k,
+ * - round trip over a deterministic sample of the schedule space: the four
+ *   sketches (split, fused, counter, cluster), every rows/warps/vec value, loads in flight 1..16, split_k,
  *   cols, the tensor-core variant, legal ones only (search_schedule_legal), x
  *   several tasks (ops, dtypes, slices, ranks, layout classes) and targets, x
  *   every error_no with consistent flags: write -> parse gives the same
  *   fields, writing again gives the same bytes, and kernels_codegen of the
  *   parsed schedule gives byte-identical source (same hash);
  * - the record of docs/records.md is written exactly as printed there (and
- *   the page, when found, shows that line);
+ *   the page, when found, shows that line), and the steps of the split, fused
+ *   and counter sketches are the ones written before the cluster sketch came
+ *   (a hash of a fixed enumeration), so older records still parse;
+ * - the cluster sketch: cluster sizes 1..16 with and without tensor cores and
+ *   stages round-trip, and steps that do not describe it faithfully (another
+ *   reduction, binding or interleave, a persistent grid, a cluster of 17, a
+ *   shrink or expand task) are refused with a reason;
  * - the task and target follow the runtime's numbering and fingerprint text
  *   (runtime_op, dop_dtype, runtime_gpu_tag);
  * - malformed lines: a valid line cut at every byte, every byte of valid
@@ -284,7 +290,7 @@ static void test_round_trip_sample(void **state)
         search_task task = sample_task(ti);
         for (int gi = 0; gi < NUM_TARGETS; ++gi) {
             search_target tgt = sample_target(gi);
-            for (unsigned sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk) {
+            for (unsigned sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_CLUSTER; ++sk) {
                 for (unsigned mma = 0; mma <= 1; ++mma) {
                     for (int a = 0; a < 6; ++a)
                         for (int b = 0; b < 5; ++b)
@@ -295,12 +301,15 @@ static void test_round_trip_sample(void **state)
                                 for (int k = 0; k < 3; ++k) {
                                     unsigned u = us[k];
                                     unsigned kc = mma ? 16 * u : 32 * vecs[c] * u;
-                                    unsigned split = sk == SEARCH_SKETCH_FUSED ? 1 : splits[rnd() % 6];
+                                    unsigned split = sk == SEARCH_SKETCH_FUSED     ? 1
+                                                     : sk == SEARCH_SKETCH_CLUSTER ? 1 + (unsigned)(rnd() % 16)
+                                                                                   : splits[rnd() % 6];
                                     unsigned cl = mma ? 8 * (1 + (unsigned)(rnd() % 512)) : cols[rnd() % 7];
-                                    /* with mma: stages 1..4 (the ring may not fit: then illegal); persist either */
+                                    /* with mma: stages 1..4 (the ring may not fit: then illegal); persist either
+                                     * (the cluster sketch has no persistent grid) */
                                     search_schedule s = make_sp(make(sk, rows[a], warps[b], vecs[c], kc, split, cl, mma),
                                                                 mma ? 1 + (unsigned)(rnd() % 4) : 1,
-                                                                (unsigned)(rnd() % 2));
+                                                                (unsigned)(rnd() % 2) && sk != SEARCH_SKETCH_CLUSTER);
                                     if (!search_schedule_legal(&s, task.max_rank, NULL, 0) ||
                                         (task.op != SEARCH_OP_APPLY && sk != SEARCH_SKETCH_SPLIT)) {
                                         ++illegal;
@@ -354,11 +363,74 @@ static void test_round_trip_sample(void **state)
     assert_int_equal(seen_mma, 3);
     assert_int_equal(seen_stages, 0x1e); /* 1..4 */
     assert_int_equal(seen_persist, 3);
-    assert_int_equal(seen_sketch,
-                     (1u << SEARCH_SKETCH_SPLIT) | (1u << SEARCH_SKETCH_FUSED) | (1u << SEARCH_SKETCH_FUSED_COUNTER));
+    assert_int_equal(seen_sketch, (1u << SEARCH_SKETCH_SPLIT) | (1u << SEARCH_SKETCH_FUSED) |
+                                      (1u << SEARCH_SKETCH_FUSED_COUNTER) | (1u << SEARCH_SKETCH_CLUSTER));
     print_message("%d records round-tripped (%d illegal combinations skipped), %d kernel sources identical, "
                   "longest line %d bytes, %.2f s\n",
                   records, illegal, sources, longest, now_s() - t0);
+}
+
+/* ---- the steps of the older sketches ------------------------------------------------- */
+
+/*
+ * FNV-1a of the step lists of a fixed enumeration of split, fused and counter
+ * schedules (all five tasks; every rows, warps and vec value; loads in flight
+ * 1, 3 and the most; split-K 1, 3, 8; two column counts; tensor cores with
+ * stages 1..4; persistent or not; legal ones only), each list followed by a
+ * newline. The parser accepts exactly what the generator writes, so while
+ * this hash holds, every record written before the cluster sketch was added
+ * (tuning logs, caches) parses as it did.
+ */
+static uint64_t older_steps_hash(int *count)
+{
+    static const unsigned rows[] = {1, 2, 4, 8, 16, 32}, warps[] = {1, 2, 4, 8, 16}, vecs[] = {1, 2, 4, 8};
+    static const unsigned splits[] = {1, 3, 8}, cols[] = {7, 256}, loads[2][3] = {{1, 3, 16}, {1, 3, 8}};
+    static char buf[SEARCH_RECORD_LINE_MAX];
+    uint64_t h = 0xcbf29ce484222325ull;
+    *count = 0;
+    for (int ti = 0; ti < NUM_TASKS; ++ti) {
+        search_task task = sample_task(ti);
+        for (unsigned sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk)
+            for (unsigned mma = 0; mma <= 1; ++mma)
+                for (int a = 0; a < 6; ++a)
+                    for (int b = 0; b < 5; ++b)
+                        for (int c = 0; c < 4; ++c)
+                            for (int k = 0; k < 3; ++k)
+                                for (int sp = 0; sp < 3; ++sp)
+                                    for (int cl = 0; cl < 2; ++cl)
+                                        for (unsigned st = 1; st <= (mma ? 4u : 1u); ++st)
+                                            for (unsigned pe = 0; pe <= 1; ++pe) {
+                                                unsigned u = loads[mma][k], kc = mma ? 16 * u : 32 * vecs[c] * u;
+                                                search_schedule s = make_sp(
+                                                    make(sk, rows[a], warps[b], vecs[c], kc,
+                                                         sk == SEARCH_SKETCH_FUSED ? 1 : splits[sp],
+                                                         mma ? 8 * cols[cl] : cols[cl], mma),
+                                                    st, pe);
+                                                if ((sk == SEARCH_SKETCH_FUSED && sp > 0) ||
+                                                    (task.op != SEARCH_OP_APPLY && sk != SEARCH_SKETCH_SPLIT) ||
+                                                    !search_schedule_legal(&s, task.max_rank, NULL, 0))
+                                                    continue;
+                                                int n = search_record_steps(&task, &s, buf, sizeof buf);
+                                                assert_true(n > 0);
+                                                buf[n] = '\n';
+                                                for (int i = 0; i <= n; ++i)
+                                                    h = (h ^ (unsigned char)buf[i]) * 0x100000001b3ull;
+                                                ++*count;
+                                            }
+    }
+    return h;
+}
+
+static void test_older_steps(void **state)
+{
+    (void)state;
+    int count;
+    uint64_t h = older_steps_hash(&count);
+    print_message("%d step lists of the split, fused and counter sketches, FNV-1a %016llx\n", count,
+                  (unsigned long long)h);
+    /* as written by the generator of commit d475bb1, before the cluster sketch's steps */
+    assert_int_equal(count, 44540);
+    assert_true(h == 0x6678424e37b82fe5ull);
 }
 
 /* ---- the record of docs/records.md ---------------------------------------------------- */
@@ -389,6 +461,19 @@ static search_record doc_record(void)
     r.spill_bytes[SEARCH_ENTRY_COUNTER] = 28;
     r.spills = true;
     r.max_error = 0.000207;
+    return r;
+}
+
+/* The doc record's task, target and outcome with schedule s of the cluster sketch. Its module holds
+ * dop_cluster only, which is not one of the four entry points a record reports: registers and spill
+ * stores all read 0 (not recorded). */
+static search_record cluster_record(search_schedule s)
+{
+    search_record r = doc_record();
+    r.sched = s;
+    memset(r.registers, 0, sizeof r.registers);
+    memset(r.spill_bytes, 0, sizeof r.spill_bytes);
+    r.spills = false;
     return r;
 }
 
@@ -608,7 +693,10 @@ static int parse_any(const char *p, size_t n)
     return 0;
 }
 
-/* Valid lines of every shape: split, fused, counter, mma, shrink and expand tasks, a failed compile. */
+/* Valid lines of every shape: split, fused, cluster, counter, mma, shrink and expand tasks, a failed compile.
+ * The first MUTATED_LINES get every single-byte mutation (test_mutated). */
+#define NUM_VALID_LINES 12
+#define MUTATED_LINES 6
 static int valid_lines(char lines[][SEARCH_RECORD_LINE_MAX], int max)
 {
     int n = 0;
@@ -624,6 +712,12 @@ static int valid_lines(char lines[][SEARCH_RECORD_LINE_MAX], int max)
     r.task = sample_task(1);
     r.sched = make(SEARCH_SKETCH_FUSED, 16, 8, 8, 128, 1, 64, 1);
     fill_outcome(&r, SEARCH_ERR_WRONG_RESULT);
+    search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
+    r = cluster_record(make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, 8, 256, 0));
+    search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
+    r = cluster_record(make_sp(make(SEARCH_SKETCH_CLUSTER, 16, 4, 8, 16, 16, 128, 1), 3, 0));
+    r.task = sample_task(1);
+    r.target = sample_target(1);
     search_record_write(&r, lines[n++], SEARCH_RECORD_LINE_MAX);
     r = doc_record();
     r.sched = make(SEARCH_SKETCH_FUSED_COUNTER, 4, 8, 4, 256, 16, 512, 0);
@@ -654,8 +748,8 @@ static int valid_lines(char lines[][SEARCH_RECORD_LINE_MAX], int max)
 static void test_truncated(void **state)
 {
     (void)state;
-    static char lines[10][SEARCH_RECORD_LINE_MAX];
-    int nl = valid_lines(lines, 10);
+    static char lines[NUM_VALID_LINES][SEARCH_RECORD_LINE_MAX];
+    int nl = valid_lines(lines, NUM_VALID_LINES);
     g_accepted = g_rejected = 0;
     for (int l = 0; l < nl; ++l) {
         size_t n = strlen(lines[l]);
@@ -674,8 +768,8 @@ static void test_truncated(void **state)
 static void test_mutated(void **state)
 {
     (void)state;
-    static char lines[10][SEARCH_RECORD_LINE_MAX];
-    int nl = valid_lines(lines, 10);
+    static char lines[NUM_VALID_LINES][SEARCH_RECORD_LINE_MAX];
+    int nl = valid_lines(lines, NUM_VALID_LINES);
     static const unsigned char classes[] = {0x00, '\t', '\n', '\r', 0x1f, ' ', '"', ',', '-', '.', '/', '0', '1', '9',
                                             ':', 'E', 'e', 'n', 'u', '[', '\\', ']', '{', '}', 0x7f, 0x80, 0xc3,
                                             0xe2, 0xff};
@@ -696,8 +790,8 @@ static void test_mutated(void **state)
         size_t slo = (size_t)(xs - lines[l]) + 9, shi = n - 2;
         for (size_t i = 0; i < n; ++i) {
             int all = i % 13 == 0 && l < 2;
-            if (l >= 4 && !all)
-                break; /* the shrink and expand lines: the cuts and the sample cover them */
+            if (l >= MUTATED_LINES && !all)
+                break; /* the counter, shrink, expand and staged lines: the cuts and the sample cover them */
             int count = all ? 256 : (int)(sizeof classes + 2);
             for (int v = 0; v < count; ++v) {
                 unsigned char b = all ? (unsigned char)v
@@ -774,21 +868,26 @@ static void test_random_bytes(void **state)
 
 /* ---- targeted refusals ------------------------------------------------------------ */
 
-/* The doc line with the first occurrence of from replaced by to must be refused, saying needle. */
-static void expect_refused(const char *from, const char *to, const char *needle)
+/* base with the first occurrence of from replaced by to must be refused, saying needle. */
+static void expect_refused_in(const char *base, const char *from, const char *to, const char *needle)
 {
-    const char *at = strstr(doc_line, from);
+    const char *at = strstr(base, from);
     if (!at)
-        fail_msg("\"%s\" is not in the doc line", from);
+        fail_msg("\"%s\" is not in the line", from);
     char line[SEARCH_RECORD_LINE_MAX + 256];
-    size_t pre = (size_t)(at - doc_line);
-    snprintf(line, sizeof line, "%.*s%s%s", (int)pre, doc_line, to, at + strlen(from));
+    size_t pre = (size_t)(at - base);
+    snprintf(line, sizeof line, "%.*s%s%s", (int)pre, base, to, at + strlen(from));
     search_record r;
     char why[512] = "";
     if (search_record_parse(line, strlen(line), &r, why, sizeof why) == 0)
         fail_msg("accepted with \"%s\" -> \"%s\"", from, to);
     if (!strstr(why, needle))
         fail_msg("\"%s\" -> \"%s\": the message \"%s\" does not mention \"%s\"", from, to, why, needle);
+}
+
+static void expect_refused(const char *from, const char *to, const char *needle)
+{
+    expect_refused_in(doc_line, from, to, needle);
 }
 
 static void test_refusals(void **state)
@@ -920,12 +1019,115 @@ static void test_refusals(void **state)
     assert_int_equal(search_record_parse(ml, (size_t)n, &r, why, sizeof why), -1);
 }
 
+/* ---- the cluster sketch ---------------------------------------------------------------- */
+
+static void test_cluster(void **state)
+{
+    (void)state;
+    char line[SEARCH_RECORD_LINE_MAX], want[128], why[512];
+    search_record back;
+    /* every cluster size, on CUDA cores and tensor cores with stages 1..4, for the apply tasks */
+    static const int tasks[] = {0, 1, 4};
+    unsigned seen_split = 0, seen_stages = 0;
+    int records = 0;
+    for (size_t ti = 0; ti < sizeof tasks / sizeof tasks[0]; ++ti)
+        for (unsigned split = 1; split <= SEARCH_MAX_CLUSTER; ++split)
+            for (unsigned v = 0; v <= SEARCH_MAX_STAGES; ++v) {
+                search_schedule s = v == 0 ? make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, split, 256, 0)
+                                           : make_sp(make(SEARCH_SKETCH_CLUSTER, 16, 4, 8, 32, split, 128, 1), v, 0);
+                search_record r = cluster_record(s);
+                r.task = sample_task(tasks[ti]);
+                if (!search_schedule_legal(&s, r.task.max_rank, NULL, 0))
+                    continue; /* the stage ring does not fit beside rank 128's two intermediates */
+                int n = round_trip(&r, line);
+                assert_int_equal(search_record_parse(line, (size_t)n, &back, why, sizeof why), 0);
+                assert_int_equal(back.sched.sketch, SEARCH_SKETCH_CLUSTER);
+                assert_int_equal(back.sched.split_k, split);
+                assert_non_null(strstr(line, "[[\"CA\",\"v\",\"y\",\"i.0\"],"));
+                snprintf(want, sizeof want, "[\"SP\",\"v\",\"k\",%d,[%u],0]", (int)r.task.d_in, split);
+                assert_non_null(strstr(line, want));
+                snprintf(want, sizeof want, "[\"RF\",\"v\",\"k.0\",%u,\"dsmem\"]", split);
+                assert_non_null(strstr(line, want));
+                snprintf(want, sizeof want, "[\"SP\",\"y\",\"n.0\",null,[%u],1]", split);
+                assert_non_null(strstr(line, want));
+                assert_non_null(strstr(line, "[\"AN\",\"v\",\"k.0\",\"cluster_ctarank\"]"));
+                assert_non_null(strstr(line, "[\"AN\",\"y\",\"n.0.1\",\"cluster_ctarank\"]"));
+                assert_non_null(strstr(line, "[\"CHR\",\"sv\",\"shared\",[\"y\"],\"sfull\"]"));
+                /* no grid of its own for either stage, no global intermediate, no global atomics */
+                assert_null(strstr(line, "blockIdx"));
+                assert_null(strstr(line, "v.fp32"));
+                assert_null(strstr(line, "atomic.global"));
+                assert_null(strstr(line, "persistent"));
+                seen_split |= 1u << split;
+                seen_stages |= 1u << s.stages;
+                ++records;
+            }
+    assert_int_equal(seen_split, 0x1fffe); /* 1..16 */
+    assert_int_equal(seen_stages, 0x1e);   /* 1..4 */
+    print_message("%d cluster records round-tripped\n", records);
+
+    /* steps that do not describe the cluster sketch faithfully */
+    search_record r = cluster_record(make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, 8, 256, 0));
+    static char base[SEARCH_RECORD_LINE_MAX];
+    assert_true(search_record_write(&r, base, sizeof base) > 0);
+    expect_refused_in(base, "[\"SP\",\"v\",\"k\",4096,[8],0]", "[\"SP\",\"v\",\"k\",4096,[17],0]", "at most 16");
+    expect_refused_in(base, "[\"RF\",\"v\",\"k.0\",8,\"dsmem\"]", "[\"RF\",\"v\",\"k.0\",8,\"atomic.global\"]",
+                      "this generator writes [\"RF\",\"v\",\"k.0\",8,\"dsmem\"]");
+    expect_refused_in(base, "[\"RF\",\"v\",\"k.0\",8,\"dsmem\"]", "[\"RF\",\"v\",\"k.0\",4,\"dsmem\"]",
+                      "this generator writes [\"RF\",\"v\",\"k.0\",8,\"dsmem\"]");
+    expect_refused_in(base, "[\"AN\",\"v\",\"k.0\",\"cluster_ctarank\"]", "[\"AN\",\"v\",\"k.0\",\"blockIdx.y\"]",
+                      "this generator writes [\"AN\",\"v\",\"k.0\",\"cluster_ctarank\"]");
+    expect_refused_in(base, "[\"SP\",\"y\",\"n.0\",null,[8],1]", "[\"SP\",\"y\",\"n.0\",null,[4],1]",
+                      "this generator writes [\"SP\",\"y\",\"n.0\",null,[8],1]");
+    expect_refused_in(base, "[\"SP\",\"y\",\"n.0\",null,[8],1],", "",
+                      "this generator writes [\"SP\",\"y\",\"n.0\",null,[8],1]");
+    expect_refused_in(base, "[\"RE\",\"y\",[\"s\",\"i.0\",", "[\"RE\",\"y\",[\"i.0\",\"s\",",
+                      "this generator writes [\"RE\",\"y\",[\"s\",\"i.0\",\"n.0.1\",\"n.0.0\"");
+    expect_refused_in(base, "[\"AN\",\"y\",\"n.0.1\",\"cluster_ctarank\"]", "[\"AN\",\"y\",\"n.0\",\"blockIdx.y\"]",
+                      "this generator writes [\"AN\",\"y\",\"n.0.1\",\"cluster_ctarank\"]");
+    expect_refused_in(base, "[\"PR\",\"y\",\"n.0.0\",\"prefetch_l2\"],", "",
+                      "this generator writes [\"PR\",\"y\",\"n.0.0\",\"prefetch_l2\"]");
+    expect_refused_in(base, "[\"CHR\",\"sv\",\"shared\",[\"y\"],\"sfull\"]",
+                      "[\"CHR\",\"v.fp32\",\"shared\",[\"y\"],\"sv.y\"]",
+                      "this generator writes [\"CHR\",\"sv\",\"shared\",[\"y\"],\"sfull\"]");
+    expect_refused_in(base, "[\"CA\",\"v\",\"y\",\"i.0\"]", "[\"CA\",\"v\",\"y\",\"i.0\"],[\"CR\",\"v\"]",
+                      "exactly one of");
+    expect_refused_in(base, "[\"CA\",\"v\",\"y\",\"i.0\"]", "[\"CA\",\"v\",\"y\",\"s\"]", "which gives warps");
+    expect_refused_in(base, "[\"CA\",\"v\",\"y\",\"i.0\"]", "[\"CA\",\"y\",\"v\",\"s\"]",
+                      "step 11 is [\"RE\",\"v\",[\"k.0\",");
+    /* a persistent grid: the annotation is read, and the schedule it gives is illegal */
+    expect_refused_in(base, "[\"AN\",\"v\",\"k.0\",\"cluster_ctarank\"]",
+                      "[\"FU\",\"v\",[\"i.0\",\"k.0\",\"s\"]],[\"AN\",\"v\",\"i.0@k.0@s\",\"persistent\"]",
+                      "no persistent grid");
+    expect_refused_in(base, "\"apply\"", "\"shrink\"",
+                      "a shrink task runs the split sketch's kernels, the steps say cluster");
+    expect_refused_in(base, "\"apply\"", "\"expand\"", "the steps say cluster");
+    expect_refused_in(base, "\"sched\":\"cluster", "\"sched\":\"split", "differs from the steps' schedule");
+    expect_refused_in(base, "splitk=8", "splitk=9", "differs from the steps' schedule");
+    /* a fused line whose first step claims the cluster sketch lacks the iterators of a K split over CTAs */
+    r = doc_record();
+    r.sched = make(SEARCH_SKETCH_FUSED, 1, 16, 8, 2048, 1, 256, 0);
+    assert_true(search_record_write(&r, line, sizeof line) > 0);
+    expect_refused_in(line, "[\"CA\",\"v\",\"y\",\"s\"]", "[\"CA\",\"v\",\"y\",\"i.0\"]",
+                      "no [\"SP\",\"v\",\"k.1.0@r\",...] step");
+    /* and the writer refuses a cluster schedule for shrink and expand tasks */
+    r = cluster_record(make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, 8, 256, 0));
+    r.task.op = SEARCH_OP_SHRINK;
+    expect_check_fails(&r, "the schedule's sketch is cluster");
+    r.task.op = SEARCH_OP_EXPAND;
+    expect_check_fails(&r, "the schedule's sketch is cluster");
+    r = cluster_record(make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, SEARCH_MAX_CLUSTER + 1, 256, 0));
+    expect_check_fails(&r, "at most 16");
+    r = cluster_record(make_sp(make(SEARCH_SKETCH_CLUSTER, 2, 8, 8, 1024, 8, 256, 0), 1, 1));
+    expect_check_fails(&r, "no persistent grid");
+}
+
 /* Any JSON whitespace between tokens: the doc line spread over lines and tabs. */
 static void test_whitespace(void **state)
 {
     (void)state;
-    static char lines[10][SEARCH_RECORD_LINE_MAX];
-    int nl = valid_lines(lines, 10);
+    static char lines[NUM_VALID_LINES][SEARCH_RECORD_LINE_MAX];
+    int nl = valid_lines(lines, NUM_VALID_LINES);
     static const char *const spaces[] = {" ", "\n", "\t", "\r\n", "  \n\t "};
     for (int l = 0; l < nl; ++l) {
         size_t n = strlen(lines[l]);
@@ -963,8 +1165,8 @@ static void test_whitespace(void **state)
 
 static int write_seeds(const char *dir)
 {
-    static char lines[10][SEARCH_RECORD_LINE_MAX];
-    int nl = valid_lines(lines, 10);
+    static char lines[NUM_VALID_LINES][SEARCH_RECORD_LINE_MAX];
+    int nl = valid_lines(lines, NUM_VALID_LINES);
     for (int l = 0; l < nl; ++l) {
         char path[4096];
         snprintf(path, sizeof path, "%s/record-%d.json", dir, l);
@@ -981,6 +1183,7 @@ static int write_seeds(const char *dir)
         "\"rdiff\"", "\"compiled\"", "\"ran\"", "\"matched\"", "\"spills\"", "\"regs\"", "\"spill\"", "\"err\"",
         "\"gpu\"", "\"sched\"", "\"SP\"", "\"FSP\"", "\"FFSP\"", "\"RE\"", "\"FU\"", "\"AN\"", "\"PR\"", "\"SA\"",
         "\"CA\"", "\"CI\"", "\"CR\"", "\"CHR\"", "\"CHW\"", "\"RF\"", "\"tensorize\"", "\"warp\"", "\"lane\"",
+        "\"cluster_ctarank\"", "\"clusterid.x\"", "\"dsmem\"", "\"i.0\"",
         "null", "\"inf\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "1e308", "-0", "9007199254740992"};
     char path[4096];
     snprintf(path, sizeof path, "%s/../records.dict", dir);
@@ -1007,8 +1210,10 @@ int main(int argc, char **argv)
         return write_seeds(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runtime_agreement), cmocka_unit_test(test_doc_record),
+        cmocka_unit_test(test_older_steps),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_round_trip_sample),
-        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_whitespace),
+        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_cluster),
+        cmocka_unit_test(test_whitespace),
         cmocka_unit_test(test_truncated),         cmocka_unit_test(test_mutated),
         cmocka_unit_test(test_random_bytes),
     };
