@@ -33,7 +33,8 @@
  *
  * Defaults (search_evo_params_init), and why. Our spaces are small next to
  * Ansor's (search_space_count: 4096 -> 16 -> 4096 fp16 apply on sm_90 with
- * 64 rows holds 115,200 schedules with the stages and persist annotations;
+ * 64 rows holds 140,340 schedules with the stages and persist annotations
+ * and the cluster sketch;
  * docs/search.md has a table), and the budget is 64 measurements per task,
  * not Ansor's ~1000, so:
  *   population 512, generations 4: 2,560 predictions a round visit a few

@@ -8,7 +8,7 @@
  * The rules are checked in stages, each needing only the annotations before
  * it in the order sketch, mma, rows, warps, vec, split_k, kc, stages, cols,
  * persist, so the enumeration prunes a whole subtree at the first broken rule
- * and costs about the size of the space, not of the grid (2073600 points). Sampling
+ * and costs about the size of the space, not of the grid (2764800 points). Sampling
  * draws grid points uniformly and keeps the first legal one, which is uniform
  * over the space; after a bounded number of misses (tiny spaces) it draws an
  * index into the enumeration instead, uniform too.
@@ -29,7 +29,8 @@ static const unsigned k_vec[] = {1, 2, 4, 8};
 static const unsigned k_mult[] = {1, 2, 4, 8, 16}; /* kc = 32 * vec * mult (mma: 16 * mult, mult <= 8) */
 static const unsigned k_split[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
 static const unsigned k_cols[] = {32, 64, 128, 256, 512, 1024};
-static const unsigned k_sketch[] = {SEARCH_SKETCH_SPLIT, SEARCH_SKETCH_FUSED, SEARCH_SKETCH_FUSED_COUNTER};
+static const unsigned k_sketch[] = {SEARCH_SKETCH_SPLIT, SEARCH_SKETCH_FUSED, SEARCH_SKETCH_FUSED_COUNTER,
+                                    SEARCH_SKETCH_CLUSTER};
 static const unsigned k_mma[] = {0, 1};
 static const unsigned k_stages[] = {1, 2, 3, 4}; /* 2..4: mma only */
 static const unsigned k_persist[] = {0, 1};
@@ -186,12 +187,18 @@ static bool rule_sketch(const space_ctx *c, unsigned sketch, char *why, size_t l
         return fail(why, len, "the fused sketch is for op apply only");
     if (sketch == SEARCH_SKETCH_FUSED_COUNTER && c->p->op != SEARCH_OP_APPLY)
         return fail(why, len, "the counter sketch is for op apply only");
+    if (sketch == SEARCH_SKETCH_CLUSTER && c->p->op != SEARCH_OP_APPLY)
+        return fail(why, len, "the cluster sketch is for op apply only");
+    /* thread-block clusters and distributed shared memory: the module does not compile for older targets */
+    if (sketch == SEARCH_SKETCH_CLUSTER && c->p->cc_major < 9)
+        return fail(why, len, "the cluster sketch needs thread-block clusters: sm_90 or newer (the target is sm_%d%d)",
+                    c->p->cc_major, c->p->cc_minor);
     return true;
 }
 
-static bool rule_rows(const space_ctx *c, unsigned mma, unsigned rows, char *why, size_t len);
+static bool rule_rows(const space_ctx *c, unsigned sketch, unsigned mma, unsigned rows, char *why, size_t len);
 
-static bool rule_mma(const space_ctx *c, unsigned mma, char *why, size_t len)
+static bool rule_mma(const space_ctx *c, unsigned sketch, unsigned mma, char *why, size_t len)
 {
     if (!in_list(mma, k_mma, N_OF(k_mma)))
         return fail(why, len, "mma %u not 0 or 1", mma);
@@ -201,12 +208,13 @@ static bool rule_mma(const space_ctx *c, unsigned mma, char *why, size_t len)
         return fail(why, len, "tensor cores (mma) load 8 elements at a time: d_in %d is not a multiple of 8",
                     c->p->d_in);
     char inner[160] = "";
-    if (!rule_rows(c, 0, MMA_ROWS, inner, sizeof inner))
+    if (!rule_rows(c, sketch, 0, MMA_ROWS, inner, sizeof inner))
         return fail(why, len, "tensor cores (mma) need 16 rows per CTA: %s", inner);
     return true;
 }
 
-static bool rule_rows(const space_ctx *c, unsigned mma, unsigned rows, char *why, size_t len)
+/* The shared memory of a row tile depends on the sketch: the cluster sketch holds two fp32 intermediates. */
+static bool rule_rows(const space_ctx *c, unsigned sketch, unsigned mma, unsigned rows, char *why, size_t len)
 {
     if (!in_list(rows, k_rows, N_OF(k_rows)))
         return fail(why, len, "rows per CTA %u not in the domain 1..32 (powers of two)", rows);
@@ -217,6 +225,7 @@ static bool rule_rows(const space_ctx *c, unsigned mma, unsigned rows, char *why
                     c->p->num_rows, c->rows_max);
     search_schedule t;
     memset(&t, 0, sizeof t);
+    t.sketch = (uint8_t)sketch;
     t.rows = (uint8_t)rows;
     size_t smem = search_schedule_smem(&t, c->p->max_rank);
     if (smem > c->smem_limit)
@@ -262,6 +271,9 @@ static bool rule_split(const space_ctx *c, unsigned sketch, unsigned mma, unsign
                                                        : "op shrink overwriting its output");
         return true;
     }
+    if (sketch == SEARCH_SKETCH_CLUSTER && split > SEARCH_MAX_CLUSTER)
+        return fail(why, len, "split-K %u of the cluster sketch is its cluster size, at most %d CTAs", split,
+                    SEARCH_MAX_CLUSTER);
     long gran = k_gran(mma, vec), d_in = c->p->d_in;
     long most = (d_in + gran - 1) / gran;
     if ((long)split > most)
@@ -299,8 +311,10 @@ static bool rule_kc(const space_ctx *c, unsigned sketch, unsigned mma, unsigned 
 }
 
 /* stages: 1 without mma and for op expand (its kernel has no shrink); with mma
- * the ring of x and A tiles must fit the target's shared memory with the rest */
-static bool rule_stages(const space_ctx *c, unsigned mma, unsigned kc, unsigned stages, char *why, size_t len)
+ * the ring of x and A tiles must fit the target's shared memory with the rest
+ * (the rest depends on the sketch: the cluster sketch has two intermediates) */
+static bool rule_stages(const space_ctx *c, unsigned sketch, unsigned mma, unsigned kc, unsigned stages, char *why,
+                        size_t len)
 {
     if (!in_list(stages, k_stages, N_OF(k_stages)))
         return fail(why, len, "stages %u not in 1..4", stages);
@@ -313,6 +327,7 @@ static bool rule_stages(const space_ctx *c, unsigned mma, unsigned kc, unsigned 
         return fail(why, len, "op expand runs no shrink: stages is pinned to 1 (got %u)", stages);
     search_schedule t;
     memset(&t, 0, sizeof t);
+    t.sketch = (uint8_t)sketch;
     t.rows = (uint8_t)MMA_ROWS;
     t.mma = 1;
     t.kc = (uint16_t)kc;
@@ -324,11 +339,14 @@ static bool rule_stages(const space_ctx *c, unsigned mma, unsigned kc, unsigned 
     return true;
 }
 
-/* persist: every entry point has the persistent loop, so it is free for every sketch and op */
-static bool rule_persist(unsigned persist, char *why, size_t len)
+/* persist: every entry point but the cluster sketch's has the persistent loop, so
+ * it is free for the other sketches and every op; the cluster sketch pins it to 0 */
+static bool rule_persist(unsigned sketch, unsigned persist, char *why, size_t len)
 {
     if (!in_list(persist, k_persist, N_OF(k_persist)))
         return fail(why, len, "persist %u not 0 or 1", persist);
+    if (sketch == SEARCH_SKETCH_CLUSTER && persist != 0)
+        return fail(why, len, "the cluster sketch has no persistent grid: persist is pinned to 0 (got %u)", persist);
     return true;
 }
 
@@ -351,12 +369,12 @@ static bool legal_ctx(const space_ctx *c, const search_schedule *s, char *why, s
 {
     if (!search_schedule_legal(s, c->p->max_rank, why, len))
         return false;
-    return rule_sketch(c, s->sketch, why, len) && rule_mma(c, s->mma, why, len) &&
-           rule_rows(c, s->mma, s->rows, why, len) && rule_warps(c, s->warps, why, len) &&
+    return rule_sketch(c, s->sketch, why, len) && rule_mma(c, s->sketch, s->mma, why, len) &&
+           rule_rows(c, s->sketch, s->mma, s->rows, why, len) && rule_warps(c, s->warps, why, len) &&
            rule_vec(c, s->mma, s->vec, why, len) && rule_split(c, s->sketch, s->mma, s->vec, s->split_k, why, len) &&
            rule_kc(c, s->sketch, s->mma, s->vec, s->split_k, s->kc, why, len) &&
-           rule_stages(c, s->mma, s->kc, s->stages, why, len) && rule_cols(c, s->cols, why, len) &&
-           rule_persist(s->persist, why, len);
+           rule_stages(c, s->sketch, s->mma, s->kc, s->stages, why, len) && rule_cols(c, s->cols, why, len) &&
+           rule_persist(s->sketch, s->persist, why, len);
 }
 
 bool search_space_legal(const search_problem *p, const search_schedule *s, char *why, size_t why_len)
@@ -391,10 +409,10 @@ static long walk(const space_ctx *c, unsigned only, search_space_fn fn, void *us
         /* sketch, then mma: one loop so the nesting below stays as deep as before */
         s.sketch = (uint8_t)k_sketch[a / N_OF(k_mma)];
         s.mma = (uint8_t)k_mma[a % N_OF(k_mma)];
-        if ((only && s.sketch != only) || !rule_sketch(c, s.sketch, NULL, 0) || !rule_mma(c, s.mma, NULL, 0))
+        if ((only && s.sketch != only) || !rule_sketch(c, s.sketch, NULL, 0) || !rule_mma(c, s.sketch, s.mma, NULL, 0))
             continue;
         for (int r = 0; r < N_OF(k_rows); ++r) {
-            if (!rule_rows(c, s.mma, k_rows[r], NULL, 0))
+            if (!rule_rows(c, s.sketch, s.mma, k_rows[r], NULL, 0))
                 continue;
             s.rows = (uint8_t)k_rows[r];
             for (int w = 0; w < N_OF(k_warps); ++w) {
@@ -419,8 +437,8 @@ static long walk(const space_ctx *c, unsigned only, search_space_fn fn, void *us
                                 unsigned st = k_stages[q / (N_OF(k_cols) * N_OF(k_persist))];
                                 unsigned co = k_cols[q / N_OF(k_persist) % N_OF(k_cols)];
                                 unsigned pe = k_persist[q % N_OF(k_persist)];
-                                if (!rule_stages(c, s.mma, s.kc, st, NULL, 0) || !rule_cols(c, co, NULL, 0) ||
-                                    !rule_persist(pe, NULL, 0))
+                                if (!rule_stages(c, s.sketch, s.mma, s.kc, st, NULL, 0) ||
+                                    !rule_cols(c, co, NULL, 0) || !rule_persist(s.sketch, pe, NULL, 0))
                                     continue;
                                 s.stages = (uint8_t)st;
                                 s.cols = (uint16_t)co;
@@ -457,7 +475,7 @@ static int count_fn(const search_schedule *s, void *user)
 
 long search_space_count(const search_problem *p, long *counts)
 {
-    long local[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
+    long local[SEARCH_SPACE_COUNTS] = {0};
     space_ctx c;
     if (!ctx_init(&c, p)) {
         if (counts)
@@ -465,7 +483,8 @@ long search_space_count(const search_problem *p, long *counts)
         return -1;
     }
     walk(&c, 0, count_fn, local);
-    local[0] = local[SEARCH_SKETCH_SPLIT] + local[SEARCH_SKETCH_FUSED] + local[SEARCH_SKETCH_FUSED_COUNTER];
+    for (int k = 1; k < SEARCH_SPACE_COUNTS; ++k)
+        local[0] += local[k];
     if (counts)
         memcpy(counts, local, sizeof local);
     return local[0];
@@ -595,7 +614,7 @@ static long field_dist(unsigned a, unsigned b)
  * stages, cols, persist), for schedules of the space (each field in its domain). */
 static uint64_t order_key(const search_schedule *s)
 {
-    uint64_t k = s->sketch & 3u;
+    uint64_t k = s->sketch & 7u;
     k = k << 1 | (s->mma & 1u);
     k = k << 6 | (s->rows & 63u);
     k = k << 5 | (s->warps & 31u);
@@ -688,14 +707,17 @@ static int different_fn(const search_schedule *s, void *user)
 }
 
 /* Fields whose domain depends on field f (the order sketch, mma, rows, vec,
- * split_k, kc, stages): after f moves, these may have to follow. mma pins rows
- * and vec, changes the K granularity (split_k) and the K step (kc) and allows
- * stages; the stages' ring grows with kc. */
+ * split_k, kc, stages, persist): after f moves, these may have to follow. mma
+ * pins rows and vec, changes the K granularity (split_k) and the K step (kc)
+ * and allows stages; the stages' ring grows with kc. The sketch sets split_k
+ * (fused: 1, cluster: at most 16) and with it kc and stages; the cluster
+ * sketch also doubles the intermediate in shared memory (rows, stages) and
+ * pins persist to 0. */
 static unsigned dependents_of(int f)
 {
     switch (f) {
     case F_MMA: return 1u << F_ROWS | 1u << F_VEC | 1u << F_SPLIT | 1u << F_KC | 1u << F_STAGES;
-    case F_SKETCH:
+    case F_SKETCH: return 1u << F_ROWS | 1u << F_SPLIT | 1u << F_KC | 1u << F_STAGES | 1u << F_PERSIST;
     case F_VEC: return 1u << F_SPLIT | 1u << F_KC | 1u << F_STAGES;
     case F_SPLIT: return 1u << F_KC | 1u << F_STAGES;
     case F_KC: return 1u << F_STAGES;
@@ -722,11 +744,13 @@ static int fix_dependents(const space_ctx *c, int f, search_schedule *t)
     int ns = dep >> F_SPLIT & 1u ? N_OF(k_split) : 1;
     int nm = dep >> F_KC & 1u ? N_OF(k_mult) : 1;
     int nt = dep >> F_STAGES & 1u ? N_OF(k_stages) : 1;
+    int np = dep >> F_PERSIST & 1u ? N_OF(k_persist) : 1;
     for (int r = 0; r < nr; ++r)
         for (int v = 0; v < nv; ++v)
             for (int i = 0; i < ns; ++i)
                 for (int m = 0; m < nm; ++m)
-                    for (int q = 0; q < nt; ++q) {
+                    for (int q = 0; q < nt * np; ++q) {
+                        /* stages, then persist: one loop so the nesting stays as deep as before */
                         search_schedule u = want;
                         if (dep >> F_ROWS & 1u)
                             u.rows = (uint8_t)k_rows[r];
@@ -737,7 +761,9 @@ static int fix_dependents(const space_ctx *c, int f, search_schedule *t)
                         if (dep >> F_KC & 1u)
                             u.kc = (uint16_t)(kc_step(u.mma, u.vec) * k_mult[m]);
                         if (dep >> F_STAGES & 1u)
-                            u.stages = (uint8_t)k_stages[q];
+                            u.stages = (uint8_t)k_stages[q / np];
+                        if (dep >> F_PERSIST & 1u)
+                            u.persist = (uint8_t)k_persist[q % np];
                         if (!legal_ctx(c, &u, NULL, 0))
                             continue;
                         long cost = repair_cost(&u, &want, &want);

@@ -9,24 +9,29 @@
  * own rules (search_space_legal lists them), each annotation drawn from its
  * domain:
  *
- *   sketch   split, fused, counter      fused and counter: op apply only
+ *   sketch   split, fused, counter,     fused, counter and cluster: op apply
+ *            cluster                    only; cluster: sm_90 or newer (cc_major
+ *                                       >= 9: thread-block clusters)
  *   mma      0 1                        1 (tensor cores): d_in % 8 == 0 and 16
  *                                       rows per CTA pass the rows rule; then
  *                                       rows 16 and vec 8 (search_schedule_legal)
  *   rows     1 2 4 8 16 32              <= the next power of two >= num_rows, and
  *                                       the CTA's shared memory (rows x max_rank
- *                                       fp32 + the row tile) fits smem_per_block
+ *                                       fp32, twice for cluster, + the row tile)
+ *                                       fits smem_per_block
  *   warps    1 2 4 8 16                 32 * warps <= 1024 threads
  *   vec      1 2 4 8                    divides d_in (else the kernel silently
  *                                       falls back to scalar loads)
  *   split_k  1 2 3 4 6 8 12 16 24 32 48 64
- *                                       split and counter sketches: <= ceil(d_in
- *                                       / gran), gran = 32 * vec (256 with mma),
- *                                       and exactly the number of CTAs the
- *                                       launcher makes of it (it rounds each
- *                                       CTA's K range up to whole gran-element
- *                                       loads, so e.g. 12 over 4096 at vec 8
- *                                       would run as 8: left out); fused: 1
+ *                                       split, counter and cluster sketches:
+ *                                       <= ceil(d_in / gran), gran = 32 * vec
+ *                                       (256 with mma), and exactly the number
+ *                                       of CTAs the launcher makes of it (it
+ *                                       rounds each CTA's K range up to whole
+ *                                       gran-element loads, so e.g. 12 over 4096
+ *                                       at vec 8 would run as 8: left out);
+ *                                       cluster: also <= SEARCH_MAX_CLUSTER (16,
+ *                                       the cluster size); fused: 1
  *   kc       mma 0: 32 * vec * {1 2 4 8 16}
  *                                       loads per lane (kc / (32 * vec)) <= the
  *                                       next power of two of the loads one CTA's
@@ -39,16 +44,18 @@
  *                                       to 8) x (kc + 8) x 2 bytes) fits
  *                                       smem_per_block with the rest of the CTA
  *   cols     32 64 128 256 512 1024     <= the next power of two >= max d_out
- *   persist  0 1                        free: every entry point has the
- *                                       persistent loop (1-D grid of the CTAs
- *                                       that fit at once, grid-stride over tiles)
+ *   persist  0 1                        free for split, fused and counter: their
+ *                                       entry points have the persistent loop
+ *                                       (1-D grid of the CTAs that fit at once,
+ *                                       grid-stride over tiles); cluster: 0
  *
  * Annotations an op's kernels never read are pinned, so no two schedules of
  * the space differ only in what the op ignores: op expand pins vec 1,
  * kc 32 and split_k 1 (with mma: vec 8, kc 16, split_k 1: its tensor-core
  * path reads neither) and stages 1; op shrink pins cols 32 (and split_k 1
  * when it overwrites its output, as the runtime forces); without mma stages
- * is pinned to 1.
+ * is pinned to 1; the cluster sketch (launched as clusters, no persistent
+ * loop) pins persist to 0.
  *
  * The search module depends on nothing but search_schedule.h.
  */
@@ -87,19 +94,23 @@ bool search_problem_valid(const search_problem *p, char *why, size_t why_len);
 /* Whether s is in p's space: search_schedule_legal plus the problem's rules. */
 bool search_space_legal(const search_problem *p, const search_schedule *s, char *why, size_t why_len);
 
+/* Entries of search_space_count's counts: the total, then one per sketch. */
+#define SEARCH_SPACE_COUNTS (SEARCH_SKETCH_CLUSTER + 1)
+
 /*
  * Size of p's space. counts (may be NULL) is indexed by search_sketch and
- * needs SEARCH_SKETCH_FUSED_COUNTER + 1 (4) entries: counts[0] gets the
- * total, counts[SEARCH_SKETCH_SPLIT], counts[SEARCH_SKETCH_FUSED] and
- * counts[SEARCH_SKETCH_FUSED_COUNTER] the per-sketch sizes. Returns the total, or -1
- * (counts all 0) for an invalid problem.
+ * needs SEARCH_SPACE_COUNTS (5) entries: counts[0] gets the total,
+ * counts[SEARCH_SKETCH_SPLIT], counts[SEARCH_SKETCH_FUSED],
+ * counts[SEARCH_SKETCH_FUSED_COUNTER] and counts[SEARCH_SKETCH_CLUSTER] the
+ * per-sketch sizes. Returns the total, or -1 (counts all 0) for an invalid
+ * problem.
  */
 long search_space_count(const search_problem *p, long *counts);
 
 /*
  * Calls fn for every schedule of the space in a fixed order (sketch split,
- * fused, counter, then mma, rows, warps, vec, split_k, kc, stages, cols, persist
- * ascending). A nonzero
+ * fused, counter, cluster, then mma, rows, warps, vec, split_k, kc, stages,
+ * cols, persist ascending). A nonzero
  * return from fn stops the walk. Returns how many schedules fn was given,
  * or -1 for an invalid problem.
  */
@@ -137,12 +148,15 @@ int search_space_repair(const search_problem *p, const search_schedule *in, sear
  * split_k, cols, mma, stages, persist) uniformly among those with a legal
  * move, then one of its moves. rows, warps, cols, stages and persist change
  * alone. The fields whose domain depends on another follow it when they
- * must: switching the sketch or changing vec may also change split_k, kc and
- * stages, changing split_k may also change kc and stages, changing kc may
- * also change stages (the ring grows with kc), switching mma may also change
- * rows, vec, split_k, kc and stages (the fewest of them, each to its nearest
- * legal value, only when the old one is not legal any more; e.g. to fused
- * sets split_k 1, to mma sets rows 16 and vec 8, from mma sets stages 1).
+ * must: switching the sketch may also change rows, split_k, kc, stages and
+ * persist (the cluster sketch's two intermediates take more shared memory,
+ * its split_k is at most 16 and its persist 0), changing vec may also change
+ * split_k, kc and stages, changing split_k may also change kc and stages,
+ * changing kc may also change stages (the ring grows with kc), switching mma
+ * may also change rows, vec, split_k, kc and stages (the fewest of them, each
+ * to its nearest legal value, only when the old one is not legal any more;
+ * e.g. to fused sets split_k 1, to cluster sets persist 0, to mma sets rows
+ * 16 and vec 8, from mma sets stages 1).
  * Returns
  *   0   out differs from in by one move;
  *   1   no move is legal: out is another schedule of the space drawn

@@ -1,9 +1,12 @@
 /*
  * test_space.c -- the schedule space of a problem (search/search_space.c).
  *
- * - the sizes of the space per sketch (split, fused, counter) and with
- *   tensor cores (mma) for 4096 -> 16 -> 4096 fp16 on sm_90 (op apply, and a
- *   table over num_rows, ranks and the other ops);
+ * - the sizes of the space per sketch (split, fused, counter, cluster) and
+ *   with tensor cores (mma) for 4096 -> 16 -> 4096 fp16 on sm_90 (op apply,
+ *   and a table over num_rows, ranks and the other ops), the cluster sketch's
+ *   also counted by hand;
+ * - the cluster sketch only for op apply on sm_90 and newer, with split_k at
+ *   most 16 and persist 0;
  * - the enumeration is exactly the set of grid points that pass
  *   search_schedule_legal and the problem rules (the rules re-stated here on
  *   their own), in order, without repeats, and search_space_at agrees;
@@ -96,9 +99,12 @@ static int expected_legal(const search_problem *p, const search_schedule *s)
 {
     if (!search_schedule_legal(s, p->max_rank, NULL, 0))
         return 0;
-    if (s->sketch < SEARCH_SKETCH_SPLIT || s->sketch > SEARCH_SKETCH_FUSED_COUNTER)
+    if (s->sketch < SEARCH_SKETCH_SPLIT || s->sketch > SEARCH_SKETCH_CLUSTER)
         return 0;
-    if (s->sketch != SEARCH_SKETCH_SPLIT && p->op != SEARCH_OP_APPLY) /* fused and counter: apply only */
+    if (s->sketch != SEARCH_SKETCH_SPLIT && p->op != SEARCH_OP_APPLY) /* fused, counter, cluster: apply only */
+        return 0;
+    /* cluster: thread-block clusters (sm_90+) of at most 16 CTAs, no persistent grid */
+    if (s->sketch == SEARCH_SKETCH_CLUSTER && (p->cc_major < 9 || s->split_k > 16 || s->persist != 0))
         return 0;
     if (s->mma > 1)
         return 0;
@@ -218,7 +224,7 @@ static long index_of(const uint64_t *keys, long n, const search_schedule *s)
 
 /* ---- problems used throughout ----------------------------------------------------- */
 
-#define NUM_ODD 16
+#define NUM_ODD 17
 static search_problem odd_problem(int i)
 {
     search_problem p;
@@ -250,6 +256,10 @@ static search_problem odd_problem(int i)
     case 12: p = problem(SEARCH_OP_EXPAND, SEARCH_DTYPE_F16, 1, 4096, 128, 32); break;
     case 13: p = problem(SEARCH_OP_SHRINK, SEARCH_DTYPE_F16, 1, 8, 8, 0); break;
     case 14: p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 128, 250, 48, 2000); break;
+    case 15: /* 20 KiB: 32 rows of rank 128 fit one fp32 intermediate (16 KiB), not the cluster sketch's two */
+        p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4096, 128, 4096);
+        p.smem_per_block = 20480;
+        break;
     default: p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 2048, 1536, 128, 8960); break;
     }
     return p;
@@ -278,87 +288,163 @@ static int count_mma_fn(const search_schedule *s, void *user)
 
 static long count_mma(const search_problem *p, long *per_sketch)
 {
-    long m[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
+    long m[SEARCH_SPACE_COUNTS] = {0};
     search_space_enumerate(p, count_mma_fn, m);
     if (per_sketch)
         memcpy(per_sketch, m, sizeof m);
     return m[0];
 }
 
-/* Schedules with stages > 1 and with persist 1 per sketch: [0] total. */
+/* Schedules with stages > 1 ([0] total, [sketch]), with persist 1 ([PERSISTENT]
+ * total, [PERSISTENT + sketch]) and with both ([STAGED_PERSISTENT]). */
+#define PERSISTENT SEARCH_SPACE_COUNTS
+#define STAGED_PERSISTENT (2 * SEARCH_SPACE_COUNTS)
 static int count_new_fn(const search_schedule *s, void *user)
 {
     long *m = user;
     if (s->stages > 1)
         m[0]++, m[s->sketch]++;
     if (s->persist)
-        m[4]++, m[4 + s->sketch]++;
+        m[PERSISTENT]++, m[PERSISTENT + s->sketch]++;
     if (s->stages > 1 && s->persist)
-        m[8]++;
+        m[STAGED_PERSISTENT]++;
     return 0;
 }
 
 static long count_staged(const search_problem *p)
 {
-    long m[9] = {0};
+    long m[STAGED_PERSISTENT + 1] = {0};
     search_space_enumerate(p, count_new_fn, m);
     return m[0];
+}
+
+/* Counts the counter schedules with split_k <= 16 and persist 0, each checked
+ * to be in the space as a cluster schedule too. */
+typedef struct twins {
+    const search_problem *p;
+    long n;
+} twins;
+
+static int cluster_twin_fn(const search_schedule *s, void *user)
+{
+    twins *t = user;
+    if (s->sketch != SEARCH_SKETCH_FUSED_COUNTER || s->split_k > 16 || s->persist)
+        return 0;
+    search_schedule c = *s;
+    c.sketch = SEARCH_SKETCH_CLUSTER;
+    char why[256] = "", txt[96];
+    if (!search_space_legal(t->p, &c, why, sizeof why)) {
+        fmt(&c, txt, sizeof txt);
+        fail_msg("%s is not in the space: %s", txt, why);
+    }
+    t->n++;
+    return 0;
 }
 
 static void test_counts(void **state)
 {
     (void)state;
     search_problem p = base_problem();
-    long c[SEARCH_SKETCH_FUSED_COUNTER + 1] = {-1, -1, -1, -1}, m[SEARCH_SKETCH_FUSED_COUNTER + 1];
+    long c[SEARCH_SPACE_COUNTS] = {-1, -1, -1, -1, -1}, m[SEARCH_SPACE_COUNTS];
     long n = search_space_count(&p, c);
     long nm = count_mma(&p, m);
     print_message("4096 -> 16 -> 4096 fp16 sm_90, op apply, num_rows 64: %ld schedules (split %ld, fused %ld, "
-                  "counter %ld); with mma %ld (split %ld, fused %ld, counter %ld)\n",
-                  n, c[SEARCH_SKETCH_SPLIT], c[SEARCH_SKETCH_FUSED], c[SEARCH_SKETCH_FUSED_COUNTER], nm,
-                  m[SEARCH_SKETCH_SPLIT], m[SEARCH_SKETCH_FUSED], m[SEARCH_SKETCH_FUSED_COUNTER]);
-    long w[9] = {0};
+                  "counter %ld, cluster %ld); with mma %ld (split %ld, fused %ld, counter %ld, cluster %ld)\n",
+                  n, c[SEARCH_SKETCH_SPLIT], c[SEARCH_SKETCH_FUSED], c[SEARCH_SKETCH_FUSED_COUNTER],
+                  c[SEARCH_SKETCH_CLUSTER], nm, m[SEARCH_SKETCH_SPLIT], m[SEARCH_SKETCH_FUSED],
+                  m[SEARCH_SKETCH_FUSED_COUNTER], m[SEARCH_SKETCH_CLUSTER]);
+    long w[STAGED_PERSISTENT + 1] = {0};
     search_space_enumerate(&p, count_new_fn, w);
-    print_message("  with stages > 1: %ld (split %ld, fused %ld, counter %ld); persist 1: %ld (split %ld, fused %ld, "
-                  "counter %ld); both %ld\n",
-                  w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]);
+    print_message("  with stages > 1: %ld (split %ld, fused %ld, counter %ld, cluster %ld); persist 1: %ld (split %ld, "
+                  "fused %ld, counter %ld, cluster %ld); both %ld\n",
+                  w[0], w[1], w[2], w[3], w[4], w[PERSISTENT], w[PERSISTENT + 1], w[PERSISTENT + 2],
+                  w[PERSISTENT + 3], w[PERSISTENT + 4], w[STAGED_PERSISTENT]);
     assert_int_equal(n, c[0]);
-    assert_int_equal(c[0], c[SEARCH_SKETCH_SPLIT] + c[SEARCH_SKETCH_FUSED] + c[SEARCH_SKETCH_FUSED_COUNTER]);
-    /* persist is free: every schedule has its persistent twin */
-    for (int k = 0; k < 4; ++k)
-        assert_int_equal(2 * w[4 + k], c[k]);
+    assert_int_equal(c[0], c[SEARCH_SKETCH_SPLIT] + c[SEARCH_SKETCH_FUSED] + c[SEARCH_SKETCH_FUSED_COUNTER] +
+                               c[SEARCH_SKETCH_CLUSTER]);
+    /* persist is free but for the cluster sketch: every other schedule has its persistent twin */
+    for (int k = SEARCH_SKETCH_SPLIT; k <= SEARCH_SKETCH_FUSED_COUNTER; ++k)
+        assert_int_equal(2 * w[PERSISTENT + k], c[k]);
+    assert_int_equal(w[PERSISTENT + SEARCH_SKETCH_CLUSTER], 0);
+    assert_int_equal(2 * w[PERSISTENT], c[0] - c[SEARCH_SKETCH_CLUSTER]);
     /* stages 2..4 only with mma, for every sketch; here (rank 16) every mma schedule with kc <= 64
      * takes all of them, so there are more staged than unstaged mma schedules */
-    assert_true(w[1] > 0 && w[2] > 0 && w[3] > 0);
+    assert_true(w[1] > 0 && w[2] > 0 && w[3] > 0 && w[4] > 0);
     assert_int_equal(w[1], w[3]);
     assert_true(w[0] > nm - w[0] && w[0] < nm);
-    assert_true(w[8] * 2 == w[0]);
-    assert_true(n >= 500);
+    assert_true(w[STAGED_PERSISTENT] * 2 == w[0] - w[SEARCH_SKETCH_CLUSTER]);
     assert_true(c[SEARCH_SKETCH_SPLIT] >= 100);
     assert_true(c[SEARCH_SKETCH_FUSED] >= 100);
     assert_true(c[SEARCH_SKETCH_FUSED_COUNTER] >= 100);
     /* the counter sketch has split-K like split, and the same rules: the same size */
     assert_int_equal(c[SEARCH_SKETCH_FUSED_COUNTER], c[SEARCH_SKETCH_SPLIT]);
-    assert_true(m[SEARCH_SKETCH_SPLIT] > 0 && m[SEARCH_SKETCH_FUSED] > 0 && m[SEARCH_SKETCH_FUSED_COUNTER] > 0);
+    assert_true(m[SEARCH_SKETCH_SPLIT] > 0 && m[SEARCH_SKETCH_FUSED] > 0 && m[SEARCH_SKETCH_FUSED_COUNTER] > 0 &&
+                m[SEARCH_SKETCH_CLUSTER] > 0);
     assert_int_equal(m[SEARCH_SKETCH_FUSED_COUNTER], m[SEARCH_SKETCH_SPLIT]);
     assert_int_equal(search_space_count(&p, NULL), n);
     assert_int_equal(search_space_enumerate(&p, NULL, NULL), n);
 
-    /* the same on sm_80, and bf16: neither changes the space */
+    /*
+     * The sizes, counted by hand. The cluster sketch has the counter sketch's
+     * rules plus split_k <= 16 and persist 0 (its second fp32 intermediate
+     * never decides anything at rank 16: 32 rows take 4 KiB of it, and the
+     * largest mma ring, 4 x (16 + 16) x (128 + 8) x 2 bytes, still fits 48
+     * KiB with it). With num_rows 64 and d_out 4096, rows (6 values), warps
+     * (5) and cols (6) are free on CUDA cores: 180 combinations.
+     * CUDA cores, per vec (all divide 4096), G = 4096 / (32 vec) loads along
+     * d_in: split s is kept when ceil(G / ceil(G / s)) == s, and takes the kc
+     * multipliers up to the next power of two of its L = ceil(G / s) loads
+     * (at most 16: 5 values):
+     *   vec 1, G 128: s 1 2 3 4 6 8 12 (L 128 .. 11: 5 kc each), 16 (L 8: 4) = 39
+     *   vec 2, G  64: s 1 2 3 4 6 (5 each), 8 (L 8: 4), 16 (L 4: 3); 12 runs as 11 = 32
+     *   vec 4, G  32: s 1 2 3 (5 each), 4 6 (L 8, 6: 4 each), 8 (L 4: 3), 16 (2); 12 -> 11 = 28
+     *   vec 8, G  16: s 1 (5), 2 3 (L 8, 6: 4 each), 4 6 (L 4, 3: 3 each), 8 (2), 16 (1); 12 -> 8 = 22
+     * 121 x 180 = 21,780. Tensor cores: rows 16, vec 8, the vec-8 splits (1 2 3
+     * 4 6 8 16), kc 16 x {1 2 4 8} (a CTA's K range is at least 256 = 16 x 16),
+     * stages 1..4 (all fit), warps 5, cols 6: 7 x 4 x 4 x 30 = 3,360. Cluster:
+     * 25,140. The counter sketch adds splits 32 and 64 (vec 1: 3 + 2 kc, vec 2:
+     * 2 + 1, vec 4: 1; 24 and 48 run as fewer CTAs): (121 + 9) x 180 + 3,360 =
+     * 26,760, times 2 for persist: 53,520, as split. Fused (split_k 1): (4 x 5 x
+     * 180 + 4 x 4 x 30) x 2 = 8,160. Total 140,340 (115,200 before the cluster
+     * sketch).
+     */
+    assert_int_equal(c[SEARCH_SKETCH_CLUSTER], 25140);
+    assert_int_equal(m[SEARCH_SKETCH_CLUSTER], 3360);
+    assert_int_equal(c[SEARCH_SKETCH_FUSED_COUNTER], 53520);
+    assert_int_equal(c[SEARCH_SKETCH_FUSED], 8160);
+    assert_int_equal(n, 140340);
+    /* and schedule by schedule: the cluster schedules are the counter schedules with split_k <= 16 and persist 0 */
+    twins tw = {&p, 0};
+    search_space_enumerate(&p, cluster_twin_fn, &tw);
+    assert_int_equal(tw.n, c[SEARCH_SKETCH_CLUSTER]);
+    /* one decode row: rows 1, no mma (16 rows per CTA), so 121 x 5 x 6 = 3,630 cluster schedules of 20,430 */
+    search_problem one = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 1, 4096, 16, 4096);
+    assert_int_equal(search_space_count(&one, c), 20430);
+    assert_int_equal(c[SEARCH_SKETCH_CLUSTER], 3630);
+
+    /* bf16 does not change the space; sm_80 only loses the cluster sketch */
     search_problem q = p;
-    q.cc_major = 8;
     q.dtype = SEARCH_DTYPE_BF16;
     assert_int_equal(search_space_count(&q, NULL), n);
+    q.cc_major = 8;
+    assert_int_equal(search_space_count(&q, c), n - 25140);
+    assert_int_equal(c[SEARCH_SKETCH_CLUSTER], 0);
+    q.cc_major = 10; /* newer than Hopper: clusters too */
+    assert_int_equal(search_space_count(&q, NULL), n);
 
-    print_message("%-8s %-6s %8s %8s %8s %8s %8s\n", "op", "rows", "split", "fused", "counter", "total", "mma");
+    print_message("%-8s %-6s %8s %8s %8s %8s %8s %8s\n", "op", "rows", "split", "fused", "counter", "cluster", "total",
+                  "mma");
     static const int rows[] = {1, 2, 4, 8, 9, 16, 32, 64, 4096};
     static const char *ops[] = {"apply", "shrink", "expand"};
     for (int op = 0; op < 3; ++op)
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
             q = problem(op, SEARCH_DTYPE_F16, rows[r], 4096, 16, 4096);
             long t = search_space_count(&q, c), tm = count_mma(&q, NULL);
-            print_message("%-8s %-6d %8ld %8ld %8ld %8ld %8ld\n", ops[op], rows[r], c[1], c[2], c[3], t, tm);
+            print_message("%-8s %-6d %8ld %8ld %8ld %8ld %8ld %8ld\n", ops[op], rows[r], c[1], c[2], c[3], c[4], t,
+                          tm);
             assert_true(t > 0);
-            assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 && c[3] > 0 : c[2] == 0 && c[3] == 0);
+            assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 && c[3] > 0 && c[4] > 0
+                                              : c[2] == 0 && c[3] == 0 && c[4] == 0);
             assert_true(rows[r] > 8 ? tm > 0 : tm == 0); /* 16 rows per CTA need more than 8 rows */
             if (rows[r] == 1 && op == SEARCH_OP_APPLY)
                 assert_true(t >= 200);
@@ -369,8 +455,8 @@ static void test_counts(void **state)
     for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; ++r) {
         q = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 4096, ranks[r], 4096);
         long t = search_space_count(&q, c), st = count_staged(&q);
-        print_message("apply rank %-3d: split %ld fused %ld counter %ld total %ld (stages > 1: %ld)\n", ranks[r], c[1],
-                      c[2], c[3], t, st);
+        print_message("apply rank %-3d: split %ld fused %ld counter %ld cluster %ld total %ld (stages > 1: %ld)\n",
+                      ranks[r], c[1], c[2], c[3], c[4], t, st);
         /* 48 KiB hold 32 rows at every rank; only the cp.async ring grows with the rank */
         assert_int_equal(t - st, n - w[0]);
         assert_true(st > 0);
@@ -390,7 +476,7 @@ static void test_counts(void **state)
 static void test_invalid_problems(void **state)
 {
     (void)state;
-    long c[SEARCH_SKETCH_FUSED_COUNTER + 1] = {7, 7, 7, 7};
+    long c[SEARCH_SPACE_COUNTS] = {7, 7, 7, 7, 7};
     search_schedule s;
     uint64_t rng = 1;
     char why[160];
@@ -415,7 +501,7 @@ static void test_invalid_problems(void **state)
         if (!strstr(why, word))
             fail_msg("problem %d: reason \"%s\" does not name %s", i, why, word);
         assert_int_equal(search_space_count(&p, c), -1);
-        assert_int_equal(c[0] + c[1] + c[2] + c[3], 0);
+        assert_int_equal(c[0] + c[1] + c[2] + c[3] + c[4], 0);
         assert_int_equal(search_space_enumerate(&p, NULL, NULL), -1);
         assert_int_equal(search_space_sample(&p, &rng, &s), -1);
         assert_int_equal(search_space_at(&p, 0, &s), -1);
@@ -433,10 +519,16 @@ static void test_invalid_problems(void **state)
     assert_true(search_problem_valid(&p, NULL, 0));
     assert_true(search_space_count(&p, NULL) > 0);
     search_problem b = base_problem();
-    assert_int_equal(search_space_sample_sketch(&b, 4, &rng, &s), -1);
+    assert_int_equal(search_space_sample_sketch(&b, 5, &rng, &s), -1); /* no such sketch */
     assert_int_equal(search_space_sample_sketch(&b, SEARCH_SKETCH_FUSED_COUNTER, &rng, &s), 0);
     assert_int_equal(s.sketch, SEARCH_SKETCH_FUSED_COUNTER);
     assert_int_equal(search_space_sample_sketch(&p, SEARCH_SKETCH_FUSED_COUNTER, &rng, &s), -1); /* shrink: none */
+    assert_int_equal(search_space_sample_sketch(&b, SEARCH_SKETCH_CLUSTER, &rng, &s), 0);
+    assert_int_equal(s.sketch, SEARCH_SKETCH_CLUSTER);
+    assert_int_equal(search_space_sample_sketch(&p, SEARCH_SKETCH_CLUSTER, &rng, &s), -1); /* shrink: none */
+    b.cc_major = 8;
+    assert_int_equal(search_space_sample_sketch(&b, SEARCH_SKETCH_CLUSTER, &rng, &s), -1); /* sm_80: none */
+    b.cc_major = 9;
     assert_int_equal(search_space_sample(&b, NULL, &s), -1);
     assert_int_equal(search_space_sample(&b, &rng, NULL), -1);
     assert_int_equal(search_space_at(&b, -1, &s), -1);
@@ -452,10 +544,10 @@ static void check_enumeration(const search_problem *p)
     char name[128];
     describe(p, name, sizeof name);
     list l = enumerate(p);
-    long c[SEARCH_SKETCH_FUSED_COUNTER + 1];
+    long c[SEARCH_SPACE_COUNTS];
     assert_int_equal(search_space_count(p, c), l.n);
     assert_true(l.n > 0);
-    long per[SEARCH_SKETCH_FUSED_COUNTER + 1] = {0, 0, 0, 0};
+    long per[SEARCH_SPACE_COUNTS] = {0};
     for (long i = 0; i < l.n; ++i) {
         expect_in_space(p, &l.s[i], name);
         per[l.s[i].sketch]++;
@@ -465,6 +557,7 @@ static void check_enumeration(const search_problem *p)
     assert_int_equal(per[1], c[1]);
     assert_int_equal(per[2], c[2]);
     assert_int_equal(per[3], c[3]);
+    assert_int_equal(per[4], c[4]);
     uint64_t *keys = sorted_keys(&l);
 
     static const unsigned rows[] = {1, 2, 3, 4, 8, 16, 32, 64};
@@ -479,7 +572,7 @@ static void check_enumeration(const search_problem *p)
     s.version = SEARCH_SCHEDULE_VERSION;
     static const unsigned stages[] = {1, 0, 2, 3, 4, 5};
     static const unsigned persists[] = {0, 1, 2};
-    for (unsigned skm = 0; skm < 6; ++skm) /* sketch 1..3 x mma 0..1 */
+    for (unsigned skm = 0; skm < 8; ++skm) /* sketch 1..4 x mma 0..1 */
         for (size_t a = 0; a < sizeof rows / sizeof *rows; ++a)
             for (size_t b = 0; b < sizeof warps / sizeof *warps; ++b)
                 for (size_t v = 0; v < sizeof vecs / sizeof *vecs; ++v)
@@ -558,7 +651,7 @@ static void test_legal_reasons(void **state)
         search_problem p;
         search_schedule s;
         const char *word;
-    } cases[40];
+    } cases[56];
     int n = 0;
     search_schedule ok;
     memset(&ok, 0, sizeof ok);
@@ -650,6 +743,45 @@ static void test_legal_reasons(void **state)
     CASE(expand, kc, 32, "pinned");
     CASE(expand, stages, 2, "pinned");
     ok = keep;
+    /* the cluster sketch: op apply on sm_90 and newer, clusters of at most 16 CTAs, no persistent grid, and
+     * two fp32 intermediates in shared memory where counter has one */
+    search_schedule okcl = keep;
+    okcl.sketch = SEARCH_SKETCH_CLUSTER;
+    expect_in_space(&base, &okcl, "typical cluster");
+    search_problem sm80 = base;
+    sm80.cc_major = 8;
+    search_problem sm100 = base;
+    sm100.cc_major = 10;
+    expect_in_space(&sm100, &okcl, "cluster on sm_100");
+    search_problem t4k = base;
+    t4k.smem_per_block = 4096; /* 32 rows of rank 16: 3,208 bytes with one intermediate, 5,256 with two */
+    search_schedule c32 = okcl;
+    c32.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    c32.rows = 32;
+    expect_in_space(&t4k, &c32, "counter, 32 rows, 4 KiB");
+    ok = okcl;
+    CASE(sm80, sketch, SEARCH_SKETCH_CLUSTER, "sm_90");
+    CASE(shrink, sketch, SEARCH_SKETCH_CLUSTER, "apply only");
+    CASE(expand, sketch, SEARCH_SKETCH_CLUSTER, "apply only");
+    CASE(base, persist, 1, "persistent grid");
+    CASE(base, split_k, 32, "cluster size");
+    CASE(t4k, rows, 32, "shared memory");
+    /* with mma: 3 stages of kc 32 at rank 128 fit next to one intermediate (43,368 bytes), not two (51,560) */
+    search_schedule clm = okm;
+    clm.sketch = SEARCH_SKETCH_CLUSTER;
+    clm.stages = 4;
+    clm.persist = 0;
+    expect_in_space(&base, &clm, "cluster, mma, 4 stages");
+    clm.kc = 32;
+    clm.stages = 3;
+    c32 = clm;
+    c32.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    expect_in_space(&big, &c32, "counter, mma, 3 stages of kc 32, rank 128");
+    clm.stages = 2;
+    expect_in_space(&big, &clm, "cluster, mma, 2 stages of kc 32, rank 128");
+    ok = clm;
+    CASE(big, stages, 3, "shared memory");
+    ok = keep;
 #undef CASE
     assert_true(n <= (int)(sizeof cases / sizeof cases[0]));
     for (int i = 0; i < n; ++i) {
@@ -726,6 +858,7 @@ static void test_sample_uniform(void **state)
     check_uniform(&p, SEARCH_SKETCH_FUSED, 20, 43);
     check_uniform(&p, SEARCH_SKETCH_SPLIT, 20, 44);
     check_uniform(&p, SEARCH_SKETCH_FUSED_COUNTER, 20, 49);
+    check_uniform(&p, SEARCH_SKETCH_CLUSTER, 20, 51);
     /* tiny spaces: mostly the exact fallback draws */
     search_problem q = odd_problem(13); /* shrink, d_in 8, one row */
     check_uniform(&q, 0, 400, 45);
@@ -824,7 +957,8 @@ static void test_mutate(void **state)
         long size = search_space_count(&p, NULL);
         uint64_t rng = 99 + (uint64_t)i;
         unsigned seen = 0;
-        long moved[NF] = {0}, repaired = 0, to_mma = 0, from_mma = 0;
+        long moved[NF] = {0}, repaired = 0, to_mma = 0, from_mma = 0, to_cluster = 0, from_cluster = 0;
+        long persist_followed = 0, rows_followed = 0; /* by a move to the cluster sketch */
         long has_mma = count_mma(&p, NULL), has_stages = count_staged(&p);
         int trials = i == 0 ? 20000 : 2000;
         for (int t = 0; t < trials; ++t) {
@@ -839,18 +973,20 @@ static void test_mutate(void **state)
             fmt(&out, b, sizeof b);
             if (r == 0) {
                 /* the moved field is the first that differs; after it only its dependents may
-                 * (mma -> rows, vec, split_k, kc, stages; sketch, vec -> split_k, kc, stages;
-                 * split_k -> kc, stages; kc -> stages), and only when they had to */
+                 * (mma -> rows, vec, split_k, kc, stages; sketch -> rows, split_k, kc, stages,
+                 * persist; vec -> split_k, kc, stages; split_k -> kc, stages; kc -> stages), and
+                 * only when they had to */
                 static const int order[] = {7, 0, 1, 2, 3, 6, 9, 5, 4, 8}; /* mma first, stages last */
                 int f = 8;
                 for (int o = NF - 1; o >= 0; --o)
                     if (which >> order[o] & 1u)
                         f = order[o];
-                unsigned deps = f == 7                ? (1u << 1 | 1u << 3 | 1u << 5 | 1u << 4 | 1u << 8)
-                                : f == 0 || f == 3 ? (1u << 5 | 1u << 4 | 1u << 8)
-                                : f == 5           ? (1u << 4 | 1u << 8)
-                                : f == 4           ? 1u << 8
-                                                   : 0;
+                unsigned deps = f == 7   ? (1u << 1 | 1u << 3 | 1u << 5 | 1u << 4 | 1u << 8)
+                                : f == 0 ? (1u << 1 | 1u << 5 | 1u << 4 | 1u << 8 | 1u << 9)
+                                : f == 3 ? (1u << 5 | 1u << 4 | 1u << 8)
+                                : f == 5 ? (1u << 4 | 1u << 8)
+                                : f == 4 ? 1u << 8
+                                         : 0;
                 if (d < 1 || (which & ~(1u << f) & ~deps) != 0)
                     fail_msg("%s: mutate %s -> %s changed fields 0x%x", name, a, b, which);
                 if (d > 1) {
@@ -875,6 +1011,10 @@ static void test_mutate(void **state)
                 moved[f]++;
                 to_mma += f == 7 && out.mma;
                 from_mma += f == 7 && !out.mma;
+                to_cluster += f == 0 && out.sketch == SEARCH_SKETCH_CLUSTER;
+                from_cluster += f == 0 && in.sketch == SEARCH_SKETCH_CLUSTER;
+                persist_followed += f == 0 && (which >> 9 & 1u);
+                rows_followed += f == 0 && (which >> 1 & 1u);
                 repaired += d > 1;
             } else if (r == 1) {
                 /* no single move exists: another schedule, or the only one */
@@ -906,16 +1046,26 @@ static void test_mutate(void **state)
             want &= ~(1u << 6);
         if (p.d_in <= 32)
             want &= ~(1u << 4 | 1u << 5); /* d_in 1 or 8: one load covers it */
-        print_message("%-52s moves: sketch %ld rows %ld warps %ld vec %ld kc %ld split_k %ld cols %ld mma %ld (to %ld, "
-                      "from %ld) stages %ld persist %ld; %ld with dependents following\n",
-                      name, moved[0], moved[1], moved[2], moved[3], moved[4], moved[5], moved[6], moved[7], to_mma,
-                      from_mma, moved[8], moved[9], repaired);
+        print_message("%-52s moves: sketch %ld (to cluster %ld, from %ld; persist following %ld, rows %ld) rows %ld "
+                      "warps %ld vec %ld kc %ld split_k %ld cols %ld mma %ld (to %ld, from %ld) stages %ld persist "
+                      "%ld; %ld with dependents following\n",
+                      name, moved[0], to_cluster, from_cluster, persist_followed, rows_followed, moved[1], moved[2],
+                      moved[3], moved[4], moved[5], moved[6], moved[7], to_mma, from_mma, moved[8], moved[9],
+                      repaired);
         if ((seen & want) != want)
             fail_msg("%s: fields moved 0x%x, expected at least 0x%x", name, seen, want);
         if (has_mma)
             assert_true(to_mma > 0 && from_mma > 0);
         else
             assert_int_equal(moved[7], 0);
+        /* to and from the cluster sketch where it is (a persistent schedule's move there sets persist 0); with
+         * 20 KiB (problem 15) a move there from 32 rows per CTA takes 16 */
+        if (p.op == SEARCH_OP_APPLY && p.cc_major >= 9)
+            assert_true(to_cluster > 0 && from_cluster > 0 && persist_followed > 0);
+        else
+            assert_int_equal(to_cluster + from_cluster, 0);
+        if (i == 15)
+            assert_true(rows_followed > 0);
     }
     /* an input outside the space comes back repaired */
     search_problem p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 100, 16, 4096);
@@ -1085,6 +1235,104 @@ static void test_crossover(void **state)
     }
 }
 
+/* ---- the cluster sketch ------------------------------------------------------------------ */
+
+/* Per sketch: schedules, the largest split_k, how many have persist 1. */
+typedef struct sketch_stats {
+    long n[SEARCH_SPACE_COUNTS], persist[SEARCH_SPACE_COUNTS];
+    unsigned max_split[SEARCH_SPACE_COUNTS];
+} sketch_stats;
+
+static int stats_fn(const search_schedule *s, void *user)
+{
+    sketch_stats *st = user;
+    st->n[s->sketch]++;
+    st->persist[s->sketch] += s->persist;
+    if (s->split_k > st->max_split[s->sketch])
+        st->max_split[s->sketch] = s->split_k;
+    return 0;
+}
+
+static void test_cluster_sketch(void **state)
+{
+    (void)state;
+    for (int i = 0; i <= NUM_ODD; ++i) {
+        /* the odd problems, and d_in 14336 (splits up to 64 at vec 1) */
+        search_problem p =
+            i < NUM_ODD ? odd_problem(i) : problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 14336, 16, 4096);
+        for (int cc = 8; cc <= 9; ++cc) {
+            p.cc_major = cc;
+            char name[128];
+            describe(&p, name, sizeof name);
+            sketch_stats st;
+            memset(&st, 0, sizeof st);
+            search_space_enumerate(&p, stats_fn, &st);
+            print_message("%-52s counter %6ld (split_k <= %2u, %6ld persistent), cluster %6ld (split_k <= %2u, %ld "
+                          "persistent)\n",
+                          name, st.n[SEARCH_SKETCH_FUSED_COUNTER], st.max_split[SEARCH_SKETCH_FUSED_COUNTER],
+                          st.persist[SEARCH_SKETCH_FUSED_COUNTER], st.n[SEARCH_SKETCH_CLUSTER],
+                          st.max_split[SEARCH_SKETCH_CLUSTER], st.persist[SEARCH_SKETCH_CLUSTER]);
+            /* op apply on sm_90 only */
+            if (p.op != SEARCH_OP_APPLY || cc < 9)
+                assert_int_equal(st.n[SEARCH_SKETCH_CLUSTER], 0);
+            else
+                assert_true(st.n[SEARCH_SKETCH_CLUSTER] > 0);
+            /* never persistent, never more than 16 CTAs: where counter has either, the rule bites */
+            assert_int_equal(st.persist[SEARCH_SKETCH_CLUSTER], 0);
+            assert_true(st.max_split[SEARCH_SKETCH_CLUSTER] <= SEARCH_MAX_CLUSTER);
+            if (st.n[SEARCH_SKETCH_CLUSTER] > 0) {
+                assert_true(st.persist[SEARCH_SKETCH_FUSED_COUNTER] > 0);
+                unsigned cmax = st.max_split[SEARCH_SKETCH_FUSED_COUNTER];
+                assert_int_equal(st.max_split[SEARCH_SKETCH_CLUSTER], cmax < 16 ? cmax : 16);
+            }
+            if (i == NUM_ODD)
+                assert_int_equal(st.max_split[SEARCH_SKETCH_FUSED_COUNTER], 64);
+            /* the sampler and the operators stay inside too */
+            uint64_t rng = 7 + (uint64_t)i;
+            for (int k = 0; k < 200; ++k) {
+                search_schedule a, b, x;
+                int r = search_space_sample_sketch(&p, SEARCH_SKETCH_CLUSTER, &rng, &a);
+                assert_int_equal(r, st.n[SEARCH_SKETCH_CLUSTER] > 0 ? 0 : -1);
+                if (r != 0)
+                    break;
+                assert_true(a.sketch == SEARCH_SKETCH_CLUSTER && a.persist == 0 && a.split_k <= SEARCH_MAX_CLUSTER);
+                expect_in_space(&p, &a, name);
+                assert_int_equal(search_space_sample(&p, &rng, &b), 0);
+                assert_true(search_space_mutate(&p, &a, &rng, &x) >= 0);
+                expect_in_space(&p, &x, name);
+                assert_true(search_space_crossover(&p, &a, &b, &rng, &x) >= 0);
+                expect_in_space(&p, &x, name);
+            }
+        }
+    }
+    /* repair: a cluster of 24 CTAs (which counter could launch over 14336 at vec 1) becomes one of 16: one field
+     * changed either way, and split_k 24 -> 16 is one step (field_dist: same power-of-two octave) where the
+     * counter sketch, 4 -> 3, is two */
+    search_problem p = problem(SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 64, 14336, 16, 4096);
+    search_schedule in = search_schedule_make(SEARCH_SKETCH_CLUSTER, 4, 4, 1, 64, 24, 256, 0, 1, 0), out;
+    char why[256] = "";
+    assert_false(search_space_legal(&p, &in, why, sizeof why));
+    assert_non_null(strstr(why, "cluster size"));
+    assert_int_equal(search_space_repair(&p, &in, &out), 1);
+    expect_in_space(&p, &out, "repaired cluster");
+    search_schedule want = in;
+    want.split_k = 16;
+    assert_memory_equal(&out, &want, sizeof out);
+    /* a persistent cluster schedule: persist 0 */
+    in.split_k = 8;
+    in.persist = 1;
+    assert_int_equal(search_space_repair(&p, &in, &out), 1);
+    want = in;
+    want.persist = 0;
+    assert_memory_equal(&out, &want, sizeof out);
+    /* on sm_80: the counter schedule (only the sketch changes) */
+    p.cc_major = 8;
+    assert_int_equal(search_space_repair(&p, &in, &out), 1);
+    want = in;
+    want.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    assert_memory_equal(&out, &want, sizeof out);
+}
+
 /* ---- odd problems end to end ------------------------------------------------------------ */
 
 static void test_odd_problems(void **state)
@@ -1102,13 +1350,15 @@ static void test_odd_problems(void **state)
                     search_problem p = problem(op, 1 + (int)((d + r + n) & 1), rows[n], d_ins[d], ranks[r],
                                                d_ins[(d + 3) % (sizeof d_ins / sizeof *d_ins)]);
                     p.cc_major = (n & 1) ? 8 : 9;
-                    long c[SEARCH_SKETCH_FUSED_COUNTER + 1];
+                    long c[SEARCH_SPACE_COUNTS];
                     long size = search_space_count(&p, c);
                     char name[128];
                     describe(&p, name, sizeof name);
                     if (size <= 0)
                         fail_msg("%s: empty space", name);
                     assert_true(op == SEARCH_OP_APPLY ? c[2] > 0 && c[3] > 0 : c[2] == 0 && c[3] == 0);
+                    /* cluster: wherever counter is, on sm_90 (split_k 1 and persist 0 always qualify) */
+                    assert_true(op == SEARCH_OP_APPLY && p.cc_major >= 9 ? c[4] > 0 : c[4] == 0);
                     total += size;
                     for (int k = 0; k < 5; ++k) {
                         search_schedule a, b, m, x;
@@ -1139,6 +1389,7 @@ int main(void)
         cmocka_unit_test(test_sample_uniform),
         cmocka_unit_test(test_mutate),
         cmocka_unit_test(test_crossover),
+        cmocka_unit_test(test_cluster_sketch),
         cmocka_unit_test(test_odd_problems),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,27 +2,30 @@
  * test_space_compile.c -- every schedule of a deterministic sample of the
  * schedule space compiles with NVRTC, for sm_80 and sm_90 (no GPU needed).
  *
- * The sample: a fixed seed draws, from the spaces of a few problems (ranks 16
- * and 64, fp16 and bf16, d_in 4096, 11008 and 3424, decode and batch row
- * counts), 68 schedules of each sketch (split, fused, counter): 54 on CUDA
- * cores and 14 with tensor cores (mma, from the two problems of more than 8
- * rows, whose spaces have them), each a distinct module (schedules equal
+ * The sample: a fixed seed draws, from the sm_90 spaces of a few problems
+ * (ranks 16 and 64, fp16 and bf16, d_in 4096, 11008 and 3424, decode and
+ * batch row counts), 68 schedules of each sketch (split, fused, counter,
+ * cluster): 54 on CUDA cores and 14 with tensor cores (mma, from the two
+ * problems of more than 8 rows, whose spaces have them), each a distinct
+ * module (schedules equal
  * under search_schedule_module_key compile to the same source, so the
  * sample skips repeats), with at most one CUDA-core schedule of 16 and one
  * of 32 rows per CTA per problem where the space has them (those compile 5
  * to 70 times slower than the rest; mma schedules, always 16 rows, compile
  * in under a second). The stages (2..4, with mma) and persist annotations
  * come with the uniform draw: the test checks that every stage count and
- * persistent grids of every sketch are in the sample. Every schedule is
- * generated (kernels_codegen) and
- * compiled (runtime_jit_compile) for both architectures by two threads, as
- * CI has two cores.
+ * persistent grids of every sketch but cluster (which has none) are in the
+ * sample. Every schedule is generated (kernels_codegen) and compiled
+ * (runtime_jit_compile) for both architectures by two threads, as CI has two
+ * cores; the cluster sketch's schedules for sm_90 only (thread-block clusters:
+ * the sm_80 space refuses them, and so does the test).
  *
  * The test fails on any compile error (with the schedule and the head of
  * the log) and on an unreadable ptxas report; it prints a table of
- * registers and spills of the four entry points and marks "SPILLS" where an
+ * registers and spills of the five entry points and marks "SPILLS" where an
  * entry point the schedule's sketch launches spills (split: dop_shrink and
- * dop_expand, fused: dop_fused, counter: dop_fused_counter). Spilling is
+ * dop_expand, fused: dop_fused, counter: dop_fused_counter, cluster:
+ * dop_cluster). Spilling is
  * reported, not failed: whether a spilling schedule is slow is for
  * measurements to say.
  *
@@ -51,10 +54,10 @@
 #define THREADS 2
 #define NUM_ARCHS 2
 static const int archs[NUM_ARCHS][2] = {{8, 0}, {9, 0}};
-#define NUM_ENTRIES 4
+#define NUM_ENTRIES 5
 static const char *const entries[NUM_ENTRIES] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED,
-                                                 KERNELS_ENTRY_COUNTER};
-#define NUM_SKETCHES 3 /* split, fused, counter: search_sketch 1..3 */
+                                                 KERNELS_ENTRY_COUNTER, KERNELS_ENTRY_CLUSTER};
+#define NUM_SKETCHES 4 /* split, fused, counter, cluster: search_sketch 1..4 */
 
 typedef struct cproblem {
     const char *tag;
@@ -63,7 +66,7 @@ typedef struct cproblem {
     int per_mma;    /* tensor-core (mma) schedules drawn of each sketch */
 } cproblem;
 
-/* 68 schedules of each sketch (14 of them mma), 204 schedules, 408 compiles. */
+/* 68 schedules of each sketch (14 of them mma), 272 schedules, 476 compiles (cluster: sm_90 only). */
 static const cproblem problems[] = {
     {"A", SEARCH_OP_APPLY, SEARCH_DTYPE_F16, 8, 4096, 16, 1, {4096, 0}, 16, 0},      /* decode, rank 16 */
     {"B", SEARCH_OP_APPLY, SEARCH_DTYPE_BF16, 16, 4096, 64, 1, {4096, 0}, 11, 7},    /* rank 64 */
@@ -102,6 +105,12 @@ typedef struct item {
     kernels_dtype dtype;
     int rank;
 } item;
+
+/* Whether the item is compiled for arch a: the cluster sketch needs thread-block clusters (sm_90+). */
+static int compiled_for(const item *it, int a)
+{
+    return it->s.sketch != SEARCH_SKETCH_CLUSTER || archs[a][0] >= 9;
+}
 
 typedef struct result {
     int ok;            /* compiled and the report read */
@@ -192,6 +201,7 @@ static int spill_bytes(const search_schedule *s, const result *r)
     for (int e = 0; e < NUM_ENTRIES; ++e) {
         int used = s->sketch == SEARCH_SKETCH_FUSED           ? e == 2
                    : s->sketch == SEARCH_SKETCH_FUSED_COUNTER ? e == 3
+                   : s->sketch == SEARCH_SKETCH_CLUSTER       ? e == 4
                                                               : e < 2;
         if (used)
             b += r->e[e].spill_stores + r->e[e].spill_loads;
@@ -233,22 +243,26 @@ static void test_compile_sample(void **state)
     for (int pi = 0; pi < NUM_PROBLEMS; ++pi) {
         const cproblem *cp = &problems[pi];
         search_problem p90 = to_problem(cp, 9), p80 = to_problem(cp, 8);
-        long counts[NUM_SKETCHES + 1];
+        long counts[SEARCH_SPACE_COUNTS];
         assert_true(search_space_count(&p90, counts) > 0);
-        print_message("problem %s: op %d %s rows=%d %d->%d->%d%s: space %ld (split %ld, fused %ld, counter %ld)\n",
+        print_message("problem %s: op %d %s rows=%d %d->%d->%d%s: space %ld (split %ld, fused %ld, counter %ld, "
+                      "cluster %ld)\n",
                       cp->tag, cp->op, cp->dtype == SEARCH_DTYPE_BF16 ? "bf16" : "fp16", cp->num_rows, cp->d_in,
                       cp->rank, cp->d_out[0], cp->num_slices > 1 ? "+" : "", counts[0], counts[1], counts[2],
-                      counts[3]);
+                      counts[3], counts[4]);
         unsigned heavy = 0; /* rows values >= HEAVY_ROWS drawn so far (CUDA cores) */
-        for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk) {
+        for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_CLUSTER; ++sk) {
             int got = 0, got_mma = 0, tries = 0;
             while (got < cp->per_sketch || got_mma < cp->per_mma) {
                 assert_true(++tries < 200000);
                 search_schedule s;
                 assert_int_equal(search_space_sample_sketch(&p90, sk, &rng, &s), 0);
                 char w[256] = "";
-                if (!search_space_legal(&p80, &s, w, sizeof w) || !search_space_legal(&p90, &s, w, sizeof w))
+                if (!search_space_legal(&p90, &s, w, sizeof w))
                     fail_msg("problem %s: a sampled schedule is illegal: %s", cp->tag, w);
+                /* the sm_80 space holds the same schedules but the cluster sketch's */
+                if (search_space_legal(&p80, &s, w, sizeof w) != (sk != SEARCH_SKETCH_CLUSTER))
+                    fail_msg("problem %s: sketch %d on sm_80: %s", cp->tag, sk, w[0] ? w : "legal");
                 assert_int_equal(s.sketch, sk);
                 if (s.mma ? got_mma >= cp->per_mma : got >= cp->per_sketch)
                     continue; /* this kind is full: draw on for the other */
@@ -286,26 +300,31 @@ static void test_compile_sample(void **state)
             }
         }
     }
-    print_message("sample: %d schedules (split %d, fused %d, counter %d; with mma %d: split %d, fused %d, counter %d); "
-                  "rows per CTA 1: %d, 2: %d, 4: %d, 8: %d, 16: %d, 32: %d\n",
-                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER], mma_total,
-                  per_mma[SEARCH_SKETCH_SPLIT], per_mma[SEARCH_SKETCH_FUSED], per_mma[SEARCH_SKETCH_FUSED_COUNTER],
-                  rows_hist[1], rows_hist[2], rows_hist[4], rows_hist[8], rows_hist[16], rows_hist[32]);
-    assert_true(n >= 200);
+    print_message("sample: %d schedules (split %d, fused %d, counter %d, cluster %d; with mma %d: split %d, fused %d, "
+                  "counter %d, cluster %d); rows per CTA 1: %d, 2: %d, 4: %d, 8: %d, 16: %d, 32: %d\n",
+                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER],
+                  per[SEARCH_SKETCH_CLUSTER], mma_total, per_mma[SEARCH_SKETCH_SPLIT], per_mma[SEARCH_SKETCH_FUSED],
+                  per_mma[SEARCH_SKETCH_FUSED_COUNTER], per_mma[SEARCH_SKETCH_CLUSTER], rows_hist[1], rows_hist[2],
+                  rows_hist[4], rows_hist[8], rows_hist[16], rows_hist[32]);
+    assert_true(n >= 270);
     assert_true(rows_hist[32] >= 1); /* problem D: one (CUDA cores) */
-    for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk) {
+    for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_CLUSTER; ++sk) {
         assert_true(per[sk] >= 50);
         assert_true(per_mma[sk] > 0);
     }
-    assert_true(mma_total >= 40);
-    /* the cp.async ring at every stage count, and persistent grids of every sketch, with and without mma */
-    print_message("stages 1: %d, 2: %d, 3: %d, 4: %d; persist: split %d, fused %d, counter %d (%d with mma)\n",
+    assert_true(mma_total >= 50);
+    /* the cp.async ring at every stage count, and persistent grids of every sketch that has them, with and
+     * without mma */
+    print_message("stages 1: %d, 2: %d, 3: %d, 4: %d; persist: split %d, fused %d, counter %d, cluster %d (%d with "
+                  "mma)\n",
                   stages_hist[1], stages_hist[2], stages_hist[3], stages_hist[4], per_persist[SEARCH_SKETCH_SPLIT],
-                  per_persist[SEARCH_SKETCH_FUSED], per_persist[SEARCH_SKETCH_FUSED_COUNTER], persist_mma);
+                  per_persist[SEARCH_SKETCH_FUSED], per_persist[SEARCH_SKETCH_FUSED_COUNTER],
+                  per_persist[SEARCH_SKETCH_CLUSTER], persist_mma);
     for (int st = 2; st <= SEARCH_MAX_STAGES; ++st)
         assert_true(stages_hist[st] >= 3);
     for (int sk = SEARCH_SKETCH_SPLIT; sk <= SEARCH_SKETCH_FUSED_COUNTER; ++sk)
         assert_true(per_persist[sk] >= 10);
+    assert_int_equal(per_persist[SEARCH_SKETCH_CLUSTER], 0);
     assert_true(persist_mma >= 5);
 
     /* compile: THREADS workers over (schedule, arch) jobs */
@@ -313,7 +332,8 @@ static void test_compile_sample(void **state)
     int njobs = 0;
     for (int i = 0; i < n; ++i)
         for (int a = 0; a < NUM_ARCHS; ++a)
-            jobs[njobs++] = (job){i, a};
+            if (compiled_for(&items[i], a))
+                jobs[njobs++] = (job){i, a};
     g_items = items;
     qsort(jobs, (size_t)njobs, sizeof jobs[0], job_cmp);
     result *results = calloc((size_t)n * NUM_ARCHS, sizeof *results);
@@ -328,8 +348,8 @@ static void test_compile_sample(void **state)
     double wall = now() - t0;
 
     /* the table, in sample order */
-    print_message("%-4s %-2s %-4s %-4s %-56s %-5s %5s | %-15s | %-19s | %s\n", "#", "pb", "type", "rank", "schedule",
-                  "arch", "s", "regs s/e/f/c", "spill st/ld s/e/f/c", "");
+    print_message("%-4s %-2s %-4s %-4s %-56s %-5s %5s | %-19s | %-23s | %s\n", "#", "pb", "type", "rank", "schedule",
+                  "arch", "s", "regs s/e/f/c/cl", "spill st/ld s/e/f/c/cl", "");
     int failures = 0, spill_compiles = 0, spill_sched = 0, spill_per[NUM_SKETCHES + 1] = {0}, spill_mma = 0;
     double cpu = 0, slowest = 0;
     for (int i = 0; i < n; ++i) {
@@ -339,6 +359,8 @@ static void test_compile_sample(void **state)
         int sched_spills = 0;
         for (int a = 0; a < NUM_ARCHS; ++a) {
             const result *r = &results[i * NUM_ARCHS + a];
+            if (!compiled_for(it, a))
+                continue;
             if (!r->ok) {
                 print_error("FAILED: #%d problem %s %s rank %d %s for sm_%d%d: %s\n", i, problems[it->problem].tag,
                             it->dtype == KERNELS_BF16 ? "bf16" : "fp16", it->rank, txt, archs[a][0], archs[a][1],
@@ -351,13 +373,14 @@ static void test_compile_sample(void **state)
             int sp = spill_bytes(&it->s, r);
             sched_spills |= sp > 0;
             spill_compiles += sp > 0;
-            char regs[48], spills[64];
-            snprintf(regs, sizeof regs, "%d/%d/%d/%d", r->e[0].registers, r->e[1].registers, r->e[2].registers,
-                     r->e[3].registers);
-            snprintf(spills, sizeof spills, "%d/%d %d/%d %d/%d %d/%d", r->e[0].spill_stores, r->e[0].spill_loads,
-                     r->e[1].spill_stores, r->e[1].spill_loads, r->e[2].spill_stores, r->e[2].spill_loads,
-                     r->e[3].spill_stores, r->e[3].spill_loads);
-            print_message("%-4d %-2s %-4s %-4d %-56s sm_%d%d %5.1f | %-15s | %-19s | %s\n", i,
+            char regs[64], spills[80];
+            snprintf(regs, sizeof regs, "%d/%d/%d/%d/%d", r->e[0].registers, r->e[1].registers, r->e[2].registers,
+                     r->e[3].registers, r->e[4].registers);
+            snprintf(spills, sizeof spills, "%d/%d %d/%d %d/%d %d/%d %d/%d", r->e[0].spill_stores,
+                     r->e[0].spill_loads, r->e[1].spill_stores, r->e[1].spill_loads, r->e[2].spill_stores,
+                     r->e[2].spill_loads, r->e[3].spill_stores, r->e[3].spill_loads, r->e[4].spill_stores,
+                     r->e[4].spill_loads);
+            print_message("%-4d %-2s %-4s %-4d %-56s sm_%d%d %5.1f | %-19s | %-23s | %s\n", i,
                           problems[it->problem].tag,
                           it->dtype == KERNELS_BF16 ? "bf16" : "fp16", it->rank, txt, archs[a][0], archs[a][1],
                           r->seconds, regs, spills, sp ? "SPILLS" : "");
@@ -366,14 +389,15 @@ static void test_compile_sample(void **state)
         spill_per[it->s.sketch] += sched_spills;
         spill_mma += sched_spills && it->s.mma;
     }
-    print_message("summary: %d schedules (split %d, fused %d, counter %d; %d with mma) x %d archs = %d compiles, "
-                  "%d compiled, %d failed; %d compiles spill (marked SPILLS), %d schedules spill on some arch "
-                  "(split %d, fused %d, counter %d; mma %d); %.0f s wall with %d threads, %.0f s in NVRTC, slowest "
-                  "%.1f s\n",
-                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER], mma_total,
-                  NUM_ARCHS, n * NUM_ARCHS, n * NUM_ARCHS - failures, failures, spill_compiles, spill_sched,
-                  spill_per[SEARCH_SKETCH_SPLIT], spill_per[SEARCH_SKETCH_FUSED],
-                  spill_per[SEARCH_SKETCH_FUSED_COUNTER], spill_mma, wall, THREADS, cpu, slowest);
+    print_message("summary: %d schedules (split %d, fused %d, counter %d, cluster %d; %d with mma), %d compiles "
+                  "(cluster: sm_90 only), %d compiled, %d failed; %d compiles spill (marked SPILLS), %d schedules "
+                  "spill on some arch (split %d, fused %d, counter %d, cluster %d; mma %d); %.0f s wall with %d "
+                  "threads, %.0f s in NVRTC, slowest %.1f s\n",
+                  n, per[SEARCH_SKETCH_SPLIT], per[SEARCH_SKETCH_FUSED], per[SEARCH_SKETCH_FUSED_COUNTER],
+                  per[SEARCH_SKETCH_CLUSTER], mma_total, njobs, njobs - failures, failures, spill_compiles,
+                  spill_sched, spill_per[SEARCH_SKETCH_SPLIT], spill_per[SEARCH_SKETCH_FUSED],
+                  spill_per[SEARCH_SKETCH_FUSED_COUNTER], spill_per[SEARCH_SKETCH_CLUSTER], spill_mma, wall, THREADS,
+                  cpu, slowest);
     free(results);
     assert_int_equal(failures, 0);
 }
