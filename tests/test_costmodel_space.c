@@ -4,10 +4,6 @@
  * search_space.h and search_record.h both declare SEARCH_OP_* (one as an
  * anonymous enum, one as search_op), so no file can include both; the test
  * reaches the space through these two functions, which take plain numbers.
- *
- * Both leave out the cluster sketch (sm_90+): search_record.c writes its steps
- * as the fused sketch's (so its records do not read back) and the cost model
- * has no model of it yet. Drop the filter when both know it.
  */
 #include <string.h>
 
@@ -34,11 +30,7 @@ int test_cm_sample(const test_cm_problem *q, uint64_t *rng, search_schedule *out
 {
     search_problem p;
     problem_of(q, &p);
-    int rc;
-    do /* uniform over the rest of the space: rejection */
-        rc = search_space_sample(&p, rng, out);
-    while (rc == 0 && out->sketch == SEARCH_SKETCH_CLUSTER);
-    return rc;
+    return search_space_sample(&p, rng, out);
 }
 
 typedef struct collect {
@@ -49,8 +41,6 @@ typedef struct collect {
 static int collect_one(const search_schedule *s, void *user)
 {
     collect *c = user;
-    if (s->sketch == SEARCH_SKETCH_CLUSTER)
-        return 0;
     if (c->n < c->cap)
         c->out[c->n] = *s;
     c->n++;
