@@ -44,7 +44,7 @@ cut -f1,4,5,6 "$tmp/all.tsv" | sort -u | while IFS=$'\t' read -r dt rank din dou
   gnuplot <<GP
 set terminal pngcairo size 1100,700 noenhanced
 set output '$out/$name.png'
-set title 'dop\\_lora\\_apply $dt $din->$dout rank $rank, warm ($gpu, $date)\\ndotted gray: max(HBM floor, launch floor) per layout'
+set title "dop_lora_apply $dt $din->$dout rank $rank, warm ($gpu, $date)\\ndotted gray: max(HBM floor, launch floor) per layout"
 set logscale xy
 set xlabel 'rows in the batch'
 set ylabel 'time per call (us)'
