@@ -178,11 +178,10 @@ static int cmd_jit(int argc, char **argv)
         }
     }
     free(rows);
-    printf("%-6s %-5s %-40s %9s %26s\n", "dtype", "rank", "module (tiles)", "time(ms)", "regs shrink/expand/fused/counter");
+    printf("%-6s %-5s %-58s %9s  %s\n", "dtype", "rank", "module (its sketch's entry points only)", "time(ms)",
+           "registers per entry point");
     int failures = 0, spills = 0;
     double total = 0;
-    static const char *const entries[] = {KERNELS_ENTRY_SHRINK, KERNELS_ENTRY_EXPAND, KERNELS_ENTRY_FUSED,
-                                          KERNELS_ENTRY_COUNTER};
     for (int di = 0; di < ndt; ++di) {
         for (int k = 0; k < nseen; ++k) {
             search_schedule s = seen[k];
@@ -190,34 +189,34 @@ static int cmd_jit(int argc, char **argv)
             s.reserved = 0;
             char name[128], *src;
             size_t len;
-            snprintf(name, sizeof name, "rows=%u warps=%u vec=%u kc=%u cols=%u%s", s.rows, s.warps, s.vec, s.kc,
-                     s.cols, s.mma ? " mma" : "");
+            search_schedule_format(&s, name, sizeof name); /* the module key: splitk=1 stands for every split */
             kernels_dtype kd = dtypes[di] == DOP_DTYPE_BF16 ? KERNELS_BF16 : KERNELS_F16;
             if (kernels_codegen(&s, kd, rank, &src, &len, why, sizeof why)) {
                 printf("codegen failed for [%s]: %s\n", name, why);
                 failures++;
                 continue;
             }
+            const char *entries[2];
+            int nent = kernels_entries(&s, entries);
             runtime_cubin cub;
-            int rc = runtime_jit_compile(nv, src, dev.cc_major, dev.cc_minor, entries, 4, &cub, why, sizeof why);
+            int rc = runtime_jit_compile(nv, src, dev.cc_major, dev.cc_minor, entries, nent, &cub, why, sizeof why);
             free(src);
             if (rc) {
                 printf("%-6s %-5d %-52s FAILED: %s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name, why);
                 failures++;
                 continue;
             }
-            char regs[64];
-            snprintf(regs, sizeof regs, "%d/%d/%d/%d", cub.entries[0].registers, cub.entries[1].registers,
-                     cub.entries[2].registers, cub.entries[3].registers);
-            for (int e = 0; e < 4; ++e)
+            char regs[128];
+            int used = 0, spilled = 0;
+            regs[0] = '\0';
+            for (int e = 0; e < nent; ++e) {
+                used += snprintf(regs + used, sizeof regs - (size_t)used, "%s%s %d", e ? ", " : "", entries[e],
+                                 cub.entries[e].registers);
                 if (cub.entries[e].spill_stores > 0)
-                    spills++;
-            printf("%-6s %-5d %-40s %9.1f %26s%s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name,
-                   cub.seconds * 1e3, regs,
-                   (cub.entries[0].spill_stores > 0 || cub.entries[1].spill_stores > 0 ||
-                    cub.entries[2].spill_stores > 0 || cub.entries[3].spill_stores > 0)
-                       ? "  SPILLS"
-                       : "");
+                    spills++, spilled = 1;
+            }
+            printf("%-6s %-5d %-58s %9.1f  %s%s\n", kd == KERNELS_BF16 ? "bf16" : "f16", rank, name,
+                   cub.seconds * 1e3, regs, spilled ? "  SPILLS" : "");
             total += cub.seconds;
             runtime_cubin_free(&cub);
         }
