@@ -361,8 +361,7 @@ static int model_run(const search_task *t, const search_target *g, const search_
     for (int i = 0; i < t->num_slices; ++i)
         m->col_tiles_sum += ceil_div(t->d_out[i], s->cols);
     double split = s->sketch == SEARCH_SKETCH_FUSED || t->op == SEARCH_OP_EXPAND ? 1 : s->split_k;
-    double gran = s->mma ? 256 : 32.0 * s->vec;
-    double kpc = ceil_div(ceil_div(m->d_in, split), gran) * gran;
+    double kpc = (double)search_k_per_cta(t->d_in, s->mma, s->vec, (unsigned)split);
     m->split = ceil_div(m->d_in, kpc);
     m->kpc = dmin(kpc, m->d_in);
     if (s->mma) {

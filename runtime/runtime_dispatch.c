@@ -380,7 +380,7 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         out->cols = out->rows == 2 ? 256 : 512;
         int gran = 32 * out->vec, max_split = (d_in + gran - 1) / gran;
         int split = max_split < SEARCH_MAX_CLUSTER ? max_split : SEARCH_MAX_CLUSTER;
-        int kpc = ((d_in + split - 1) / split + gran - 1) / gran * gran;
+        int kpc = (int)search_k_per_cta(d_in, 0, out->vec, (unsigned)split);
         int mult = 1;
         while (mult < 16 && mult * gran < kpc)
             mult *= 2;

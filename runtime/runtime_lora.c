@@ -639,11 +639,9 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     unsigned threads = 32u * sched.warps;
     unsigned row_tiles = (unsigned)((c.num_rows + sched.rows - 1) / sched.rows);
     unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols); /* launch_tiles caps it */
-    int split = sched.split_k, gran = sched.mma ? 256 : 32 * sched.vec;
-    int kpc = (c.d_in + split - 1) / split;
-    kpc = (kpc + gran - 1) / gran * gran; /* keeps vector loads aligned inside every CTA's range */
+    int kpc = (int)search_k_per_cta(c.d_in, sched.mma, sched.vec, sched.split_k); /* whole vector loads per CTA */
     kp.k_per_cta = kpc;
-    split = (c.d_in + kpc - 1) / kpc;
+    int split = (c.d_in + kpc - 1) / kpc;
 
     if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_CLUSTER) {
         st = launch_cluster(ctx, k, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream);

@@ -381,13 +381,6 @@ static int step(stepgen *g, const char *fmt, ...)
     return g->n++;
 }
 
-/* The K range of one CTA in the split sketch, as the runtime computes it. */
-static long long k_per_cta(long long d_in, unsigned split_k, unsigned vec)
-{
-    long long gran = 32LL * vec, kpc = (d_in + split_k - 1) / split_k;
-    return (kpc + gran - 1) / gran * gran;
-}
-
 /*
  * The steps of (t, s); s must be legal. Names: stages x, A, B, layout (the
  * inputs), x.f32/A.f32/B.f32 (their fp32 conversions), v (shrink: the fp32
@@ -443,7 +436,7 @@ static void gen_steps(wbuf *w, const search_task *t, const search_schedule *s, s
     int sp_rows = step(g, "[\"SP\",\"v\",\"i\",null,[%u],1]", R);
     if (split)
         step(g, "[\"SP\",\"v\",\"k\",%lld,[%u],0]", D, S);
-    step(g, "[\"SP\",\"v\",\"%s\",%lld,[null],0]", K, split ? k_per_cta(D, S, V) : D);
+    step(g, "[\"SP\",\"v\",\"%s\",%lld,[null],0]", K, split ? search_k_per_cta(D, mma, V, S) : D);
     int sp_k = mma ? step(g, "[\"SP\",\"v\",\"%s\",null,[%u,16],1]", KI, U)
                    : step(g, "[\"SP\",\"v\",\"%s\",null,[%u,32,%u],1]", KI, U, V);
     if (mma)

@@ -82,6 +82,14 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank);
  */
 bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, size_t why_len);
 
+/* K elements one CTA covers when d_in is split over split_k CTAs, as the
+ * launcher computes it: the share ceil(d_in / split_k) rounded up to whole
+ * warp-wide loads (32 x vec elements; 256 with mma), so vector loads stay
+ * aligned inside every CTA's range. The launcher then makes ceil(d_in / that)
+ * CTAs, which can be fewer than split_k. The one definition the runtime, the
+ * space, the records and the cost model share. */
+long search_k_per_cta(long d_in, unsigned mma, unsigned vec, unsigned split_k);
+
 /* The schedule with only the fields that change the generated source kept
  * (split_k normalised: it is a launch parameter; the sketch, stages and
  * persist are compile-time and kept): equal keys share one compiled module. */

@@ -164,15 +164,6 @@ static unsigned kc_step(unsigned mma, unsigned vec)
     return mma ? MMA_KC_STEP : 32u * vec;
 }
 
-/* K elements one CTA of a split-K sketch covers, as the launcher computes it:
- * the share of d_in rounded up to a whole warp-wide load. */
-static long k_per_cta(long d_in, unsigned mma, unsigned vec, unsigned split)
-{
-    long gran = k_gran(mma, vec);
-    long k = (d_in + split - 1) / split;
-    return (k + gran - 1) / gran * gran;
-}
-
 static bool split_pinned(const space_ctx *c, unsigned sketch)
 {
     return sketch == SEARCH_SKETCH_FUSED || c->p->op == SEARCH_OP_EXPAND ||
@@ -279,7 +270,7 @@ static bool rule_split(const space_ctx *c, unsigned sketch, unsigned mma, unsign
     if ((long)split > most)
         return fail(why, len, "split-K %u more than ceil(d_in %ld / %ld (one warp-wide load)) = %ld", split, d_in, gran,
                     most);
-    long kpc = k_per_cta(d_in, mma, vec, split);
+    long kpc = search_k_per_cta(d_in, mma, vec, split);
     long made = (d_in + kpc - 1) / kpc;
     if (made != (long)split)
         return fail(why, len, "split-K %u launches as %ld CTAs (%ld K elements each, whole %ld-element loads)", split,
@@ -302,7 +293,7 @@ static bool rule_kc(const space_ctx *c, unsigned sketch, unsigned mma, unsigned 
             return fail(why, len, "op expand reads no K step: kc is pinned to %u (got %u)", step, kc);
         return true;
     }
-    long kpc = k_per_cta(c->p->d_in, mma, vec, split_pinned(c, sketch) ? 1 : split);
+    long kpc = search_k_per_cta(c->p->d_in, mma, vec, split_pinned(c, sketch) ? 1 : split);
     long most = next_pow2(kpc / step, mma ? MMA_MAX_MULT : 16);
     if ((long)(kc / step) > most)
         return fail(why, len, "K step %u: %u loads per lane, more than the %ld a CTA's K range of %ld needs", kc,
