@@ -84,14 +84,18 @@ static void print_eval_row(const char *name, const costmodel_eval *a, const cost
            l->top1_regret_geomean, l->top5_regret_geomean, on);
 }
 
-static int cmd_eval(int argc, char **argv)
+/* The start of eval and train: "--records FILE" (required) and one optional
+ * "OPT VALUE" (*optval, NULL when absent), then the log read and counted.
+ * Returns -1 to go on, else the command's exit code (2: usage, 1: unreadable). */
+static int open_log(int argc, char **argv, const char *opt, const char **optval, log_data *d)
 {
-    const char *file = NULL, *want = NULL;
+    const char *file = NULL;
+    *optval = NULL;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--records") && i + 1 < argc)
             file = argv[++i];
-        else if (!strcmp(argv[i], "--target") && i + 1 < argc)
-            want = argv[++i];
+        else if (!strcmp(argv[i], opt) && i + 1 < argc)
+            *optval = argv[++i];
         else {
             usage(stderr);
             return 2;
@@ -101,10 +105,19 @@ static int cmd_eval(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    log_data d;
-    if (read_log(file, &d))
+    if (read_log(file, d))
         return 1;
-    printf("%s: %zu records, %zu bad lines\n", file, d.n, d.bad);
+    printf("%s: %zu records, %zu bad lines\n", file, d->n, d->bad);
+    return -1;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *want;
+    log_data d;
+    int early = open_log(argc, argv, "--target", &want, &d);
+    if (early >= 0)
+        return early;
     search_target tg[64];
     size_t nt = targets_of(&d, tg, 64);
     int shown = 0, rc = 0;
@@ -152,25 +165,11 @@ static int cmd_eval(int argc, char **argv)
 
 static int cmd_train(int argc, char **argv)
 {
-    const char *file = NULL, *path = NULL;
-    for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--records") && i + 1 < argc)
-            file = argv[++i];
-        else if (!strcmp(argv[i], "--cache") && i + 1 < argc)
-            path = argv[++i];
-        else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!file) {
-        usage(stderr);
-        return 2;
-    }
+    const char *path;
     log_data d;
-    if (read_log(file, &d))
-        return 1;
-    printf("%s: %zu records, %zu bad lines\n", file, d.n, d.bad);
+    int early = open_log(argc, argv, "--cache", &path, &d);
+    if (early >= 0)
+        return early;
     search_target tg[64];
     size_t nt = targets_of(&d, tg, 64);
     cache_store *s = NULL;
