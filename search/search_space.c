@@ -777,10 +777,24 @@ int search_space_mutate(const search_problem *p, const search_schedule *in, uint
     if (!legal_ctx(&c, in, NULL, 0))
         return repair_ctx(&c, 0, in, in, out) == 0 ? 2 : -1;
 
-    /* the legal moves of each field */
-    search_schedule moves[F_COUNT][MAX_MOVES];
-    int nmoves[F_COUNT] = {0}, fields = 0;
-    for (int f = 0; f < F_COUNT; ++f) {
+    /*
+     * A field first, each field with a legal move equally likely, then one of its
+     * moves. The fields are visited in a random order and the first with a legal
+     * move is taken: the same distribution as collecting every field's moves and
+     * drawing among the fields that have some, for the moves of one or two fields
+     * instead of all ten (a mutation is the search's innermost step).
+     */
+    int order[F_COUNT];
+    for (int f = 0; f < F_COUNT; ++f)
+        order[f] = f;
+    for (int i = F_COUNT - 1; i > 0; --i) {
+        int j = (int)search_rng_below(rng, (uint64_t)i + 1);
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int o = 0; o < F_COUNT; ++o) {
+        const int f = order[o];
         const unsigned *dom;
         unsigned kcdom[N_OF(k_mult)];
         int n;
@@ -800,26 +814,19 @@ int search_space_mutate(const search_problem *p, const search_schedule *in, uint
         case F_SPLIT: dom = k_split, n = N_OF(k_split); break;
         default: dom = k_cols, n = N_OF(k_cols); break;
         }
-        for (int i = 0; i < n && nmoves[f] < MAX_MOVES; ++i) {
+        search_schedule moves[MAX_MOVES];
+        int nmoves = 0;
+        for (int i = 0; i < n && nmoves < MAX_MOVES; ++i) {
             if (dom[i] == get_field(in, f))
                 continue;
             search_schedule t = *in;
             set_field(&t, f, dom[i]);
             if (fix_dependents(&c, f, &t) == 0)
-                moves[f][nmoves[f]++] = t;
+                moves[nmoves++] = t;
         }
-        fields += nmoves[f] > 0;
-    }
-    if (fields > 0) {
-        /* a field first (each with a legal move equally likely), then one of its moves */
-        long pick = (long)search_rng_below(rng, (uint64_t)fields);
-        for (int f = 0; f < F_COUNT; ++f) {
-            if (nmoves[f] == 0)
-                continue;
-            if (pick-- == 0) {
-                *out = moves[f][search_rng_below(rng, (uint64_t)nmoves[f])];
-                return 0;
-            }
+        if (nmoves > 0) {
+            *out = moves[search_rng_below(rng, (uint64_t)nmoves)];
+            return 0;
         }
     }
     /* no single move: any other schedule of the space */
