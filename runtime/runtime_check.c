@@ -11,9 +11,12 @@
 #include "runtime_check.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels_ref.h"
 
@@ -28,6 +31,108 @@ uint64_t runtime_rng_next(uint64_t *s)
 static double rng_unit(uint64_t *s) /* [-1, 1) */
 {
     return (double)(runtime_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+/* ---- host work on all cores: data sets, the reference, the comparison ---------------------
+ * A prefill case is tens of millions of random values, a reference of about a billion
+ * multiply-adds and as many outputs to compare per checked call; one core took seconds per
+ * case. Work is cut into fixed chunks (the same for any number of threads), so results and
+ * sums are the same on every machine. */
+
+#define PAR_MAX_THREADS 16
+#define RNG_STEP 0x9e3779b97f4a7c15ull /* runtime_rng_next adds it to the state each draw */
+
+typedef void (*par_fn)(void *arg, int64_t begin, int64_t end);
+
+typedef struct par_job {
+    par_fn fn;
+    void *arg;
+    int64_t n, chunk;
+    atomic_llong next;
+} par_job;
+
+static void *par_worker(void *p)
+{
+    par_job *j = p;
+    for (;;) {
+        int64_t b = (int64_t)atomic_fetch_add(&j->next, (long long)j->chunk);
+        if (b >= j->n)
+            return NULL;
+        j->fn(j->arg, b, b + j->chunk < j->n ? b + j->chunk : j->n);
+    }
+}
+
+/* fn(arg, begin, end) over [0, n) in chunks of `chunk`, on up to PAR_MAX_THREADS threads
+ * (the caller's among them; where no thread can be started, the caller does it all). */
+static void par_for(int64_t n, int64_t chunk, par_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    par_job j = {fn, arg, n, chunk < 1 ? 1 : chunk, 0};
+    atomic_init(&j.next, 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t chunks = (n + j.chunk - 1) / j.chunk;
+    int extra = (int)((cpus < PAR_MAX_THREADS ? cpus : PAR_MAX_THREADS) - 1);
+    if (extra > chunks - 1)
+        extra = (int)(chunks - 1);
+    pthread_t t[PAR_MAX_THREADS];
+    int started = 0;
+    while (started < extra && pthread_create(&t[started], NULL, par_worker, &j) == 0)
+        started++;
+    par_worker(&j);
+    for (int i = 0; i < started; ++i)
+        pthread_join(t[i], NULL);
+}
+
+/* dst[i] = ((u_i * m1) * m2) / div for the next n draws u_i = rng_unit of *rng, in order; *rng ends
+ * where n sequential draws leave it (draw i depends on i only: splitmix64 is a counter). */
+typedef struct fill_job {
+    uint16_t *dst;
+    uint64_t s0;
+    double m1, m2, div;
+    int bf16;
+} fill_job;
+
+static void fill_part(void *arg, int64_t b, int64_t e)
+{
+    const fill_job *f = arg;
+    for (int64_t i = b; i < e; ++i) {
+        uint64_t s = f->s0 + (uint64_t)i * RNG_STEP;
+        f->dst[i] = kref_from_f32(f->bf16, (float)(rng_unit(&s) * f->m1 * f->m2 / f->div));
+    }
+}
+
+static void fill_unit(uint16_t *dst, int64_t n, uint64_t *rng, int bf16)
+{
+    fill_job f = {dst, *rng, 1.0, 1.0, 1.0, bf16};
+    par_for(n, 1 << 16, fill_part, &f);
+    *rng += (uint64_t)n * RNG_STEP;
+}
+
+/* The adapters' weights: A = u / sqrt(d_in) * 1.7, B = u * 1.7 / sqrt(rank), A then B for each
+ * (slot, slice) entry, draw j of the weights filling wts[j]. */
+typedef struct weights_job {
+    uint16_t *wts;
+    const int64_t *offs; /* [entries + 1] start of each entry's A in wts */
+    const int32_t *ranks;
+    const int *d_out;
+    int num_slices, d_in;
+    uint64_t s0;
+    double sa;
+    int bf16;
+} weights_job;
+
+static void weights_part(void *arg, int64_t b, int64_t e)
+{
+    const weights_job *w = arg;
+    for (int64_t k = b; k < e; ++k) {
+        int r = w->ranks[k];
+        int64_t na = (int64_t)r * w->d_in, nb = (int64_t)w->d_out[k % w->num_slices] * r;
+        fill_job a = {w->wts, w->s0, w->sa, 1.7, 1.0, w->bf16};
+        fill_part(&a, w->offs[k], w->offs[k] + na);
+        fill_job bj = {w->wts, w->s0, 1.7, 1.0, sqrt((double)r), w->bf16};
+        fill_part(&bj, w->offs[k] + na, w->offs[k] + na + nb);
+    }
 }
 
 static const char *const wl_names[RUNTIME_WL_COUNT] = {"distinct", "uniform", "skewed", "identical", "mixed"};
@@ -282,11 +387,24 @@ dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_c
     cd->y = malloc((size_t)n * dout_total * 2);
     if (!cd->wts || !cd->x || !cd->y0 || !cd->y)
         goto oom;
-    double sa = 1.0 / sqrt((double)c->d_in);
-    for (int64_t i = 0; i < (int64_t)n * c->d_in; ++i)
-        cd->x[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
-    for (int64_t i = 0; i < (int64_t)n * dout_total; ++i)
-        cd->y0[i] = kref_from_f32(bf16, (float)rng_unit(&rng));
+    fill_unit(cd->x, (int64_t)n * c->d_in, &rng, bf16);
+    fill_unit(cd->y0, (int64_t)n * dout_total, &rng, bf16);
+    /* every adapter's A then B, one draw per element in the order they lie in wts */
+    {
+        int64_t *offs = malloc(((size_t)nent + 1) * sizeof *offs), per = 1;
+        if (!offs)
+            goto oom;
+        offs[0] = 0;
+        for (int64_t e = 0; e < nent; ++e) {
+            int64_t sz = (int64_t)ranks[e] * (c->d_in + c->d_out[e % S]);
+            offs[e + 1] = offs[e] + sz;
+            per = sz > per ? sz : per;
+        }
+        weights_job wj = {cd->wts, offs, ranks, c->d_out, S, c->d_in, rng, 1.0 / sqrt((double)c->d_in), bf16};
+        par_for(nent, (1 << 16) / per + 1, weights_part, &wj);
+        free(offs);
+        rng += (uint64_t)total_w * RNG_STEP;
+    }
 
     CUdeviceptr dw;
     CK(dalloc(d, &cd->da, &dw, (size_t)total_w * 2));
@@ -294,10 +412,6 @@ dop_status runtime_case_setup(dop_context *ctx, const runtime_case *c, runtime_c
     for (int64_t e = 0; e < nent; ++e) {
         int s = (int)(e % S), r = ranks[e];
         uint16_t *A = cd->wts + off, *B = A + (int64_t)r * c->d_in;
-        for (int64_t i = 0; i < (int64_t)r * c->d_in; ++i)
-            A[i] = kref_from_f32(bf16, (float)(rng_unit(&rng) * sa * 1.7));
-        for (int64_t i = 0; i < (int64_t)c->d_out[s] * r; ++i)
-            B[i] = kref_from_f32(bf16, (float)(rng_unit(&rng) * 1.7 / sqrt((double)r)));
         cd->kad[e] = (kref_adapter){A, B, r, scales[e]};
         cd->dad[e] = (dop_lora_adapter){(const void *)(uintptr_t)(dw + (CUdeviceptr)off * 2),
                                         (const void *)(uintptr_t)(dw + (CUdeviceptr)(off + (int64_t)r * c->d_in) * 2),
@@ -459,6 +573,71 @@ done:
     return st;
 }
 
+/* The reference of y (apply, or expand from the fp32 v) for rows [b, e). */
+#define ROWS_PER_CHUNK 16
+
+typedef struct ref_job {
+    const kref_problem *kp;
+    const runtime_case_data *cd;
+    const double *vref; /* expand: v as the kernel read it; NULL for apply */
+    double *out;
+} ref_job;
+
+static void ref_part(void *arg, int64_t b, int64_t e)
+{
+    const ref_job *j = arg;
+    kref_problem kp = *j->kp;
+    kp.num_rows = (int)(e - b);
+    kp.row_slot = j->cd->row_slot + b;
+    const uint16_t *y0 = j->cd->y0 + b * kp.ldy;
+    if (j->vref)
+        kref_expand(&kp, j->vref + b * j->cd->ldv, j->cd->ldv, y0, j->out + b * kp.ldy);
+    else
+        kref_apply(&kp, j->cd->x + b * kp.ldx, y0, j->out + b * kp.ldy);
+}
+
+/* y against the reference for rows [b, e): squared error and norm of the updated entries,
+ * entries that had to stay as they were and did not; one partial per chunk of rows. */
+typedef struct compare_part_sums {
+    double num, den;
+    long long checked, bad;
+} compare_part_sums;
+
+typedef struct compare_job {
+    const runtime_case_data *cd;
+    const int *ycol;
+    compare_part_sums *part;
+} compare_job;
+
+static void compare_part(void *arg, int64_t b, int64_t e)
+{
+    const compare_job *j = arg;
+    const runtime_case_data *cd = j->cd;
+    const runtime_case *c = &cd->c;
+    const int S = c->num_slices, bf16 = cd->bf16;
+    compare_part_sums sum = {0, 0, 0, 0};
+    for (int64_t row = b; row < e; ++row) {
+        int slot = cd->row_slot[row];
+        for (int s = 0; s < S; ++s) {
+            int upd = slot >= 0 && cd->kad[(int64_t)slot * S + s].rank > 0;
+            for (int col = j->ycol[s]; col < j->ycol[s] + c->d_out[s]; ++col) {
+                int64_t i = row * cd->dout_total + col;
+                if (!upd) {
+                    if (cd->y[i] != cd->y0[i])
+                        sum.bad++;
+                    continue;
+                }
+                double got = kref_to_f32(bf16, cd->y[i]);
+                double d = isnan(got) ? INFINITY : got - cd->ref[i];
+                sum.num += d * d;
+                sum.den += cd->ref[i] * cd->ref[i];
+                sum.checked++;
+            }
+        }
+    }
+    j->part[b / ROWS_PER_CHUNK] = sum;
+}
+
 dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_case_result *res)
 {
     const runtime_driver *d = ctx->drv;
@@ -519,39 +698,30 @@ dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_
         if (!cd->ref) {
             if (!(ref = malloc((size_t)n * dout_total * sizeof *ref)))
                 goto oom;
-            if (c->op == RUNTIME_OP_APPLY) {
-                kref_apply(&kp, cd->x, cd->y0, ref);
-            } else {
+            if (c->op != RUNTIME_OP_APPLY) {
                 vref = malloc((size_t)n * ldv * sizeof *vref);
                 if (!vref)
                     goto oom;
                 for (int64_t i = 0; i < (int64_t)n * ldv; ++i)
                     vref[i] = cd->vf[i];
-                kref_expand(&kp, vref, ldv, cd->y0, ref);
             }
+            ref_job rj = {&kp, cd, vref, ref};
+            par_for(n, ROWS_PER_CHUNK, ref_part, &rj);
             cd->ref = ref;
             ref = NULL;
         }
-        const double *yr = cd->ref;
-        for (int row = 0; row < n; ++row) {
-            int slot = cd->row_slot[row];
-            for (int s = 0; s < S; ++s) {
-                int upd = slot >= 0 && cd->kad[(int64_t)slot * S + s].rank > 0;
-                for (int col = ycol[s]; col < ycol[s] + c->d_out[s]; ++col) {
-                    int64_t i = (int64_t)row * dout_total + col;
-                    if (!upd) {
-                        if (cd->y[i] != cd->y0[i])
-                            res->untouched_bad++;
-                        continue;
-                    }
-                    double got = kref_to_f32(bf16, cd->y[i]);
-                    double e = isnan(got) ? INFINITY : got - yr[i];
-                    num += e * e;
-                    den += yr[i] * yr[i];
-                    res->checked++;
-                }
-            }
+        int64_t chunks = (n + ROWS_PER_CHUNK - 1) / ROWS_PER_CHUNK;
+        compare_job cj = {cd, ycol, calloc((size_t)chunks, sizeof *cj.part)};
+        if (!cj.part)
+            goto oom;
+        par_for(n, ROWS_PER_CHUNK, compare_part, &cj);
+        for (int64_t k = 0; k < chunks; ++k) { /* in order: the same sums for any number of threads */
+            num += cj.part[k].num;
+            den += cj.part[k].den;
+            res->checked += cj.part[k].checked;
+            res->untouched_bad += cj.part[k].bad;
         }
+        free(cj.part);
     }
     res->err = den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
     res->ok = res->err <= res->tol && res->untouched_bad == 0 && !isnan(res->err);

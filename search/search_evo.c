@@ -205,6 +205,8 @@ typedef struct evo {
     search_schedule *ms; /* measured, in order */
     double *mc;          /* their costs (INFINITY: failed) */
     long nm, nrandom;    /* measured; of them drawn at random (eps) */
+    search_schedule *pool; /* the exploration draws, made up front (search_evo_exploration) */
+    int npool, pool_next;
     int rounds;          /* measure calls made */
 
     sched_set seen;      /* predicted this round; value: predicted cost */
@@ -269,6 +271,13 @@ static bool draw_untaken(evo *e, search_schedule *out)
     long left = e->space - (long)e->taken.n;
     if (left <= 0)
         return false;
+    while (e->pool_next < e->npool) { /* the draws made up front first */
+        const search_schedule *s = &e->pool[e->pool_next++];
+        if (!set_has(&e->taken, s)) {
+            *out = *s;
+            return true;
+        }
+    }
     for (int t = 0; t < DRAW_TRIES; ++t) {
         search_schedule s;
         if (search_space_sample(e->p, &e->rng, &s) != 0)
@@ -534,6 +543,67 @@ static int check_params(const search_evo_params *q, char *why, size_t len)
     return 0;
 }
 
+/* ---- exploration drawn up front ------------------------------------------------------------
+ * The eps share is drawn before the first round, from its own stream of the seed, so that a
+ * tuner can compile those schedules while it sets up: drawn uniformly, they are nearly always
+ * modules no earlier task compiled, and each round that measures one used to wait for NVRTC. */
+
+#define EXPLORE_SALT 0x6578706c6f726521ull
+
+/* How many draws a run of this budget takes at random when the model fills the rest. */
+static int explore_count(const search_evo_params *q, long space, long budget)
+{
+    if (space <= q->max_measures)
+        return 0; /* the whole space is measured in order */
+    long n = (long)(q->eps * (double)budget + 0.5);
+    return (int)(n < space ? n : space);
+}
+
+/* n distinct draws (fewer when the space runs out of them) into out; -1 for an invalid space. */
+static int explore_draw(const search_problem *p, const search_evo_params *q, int n, search_schedule *out)
+{
+    uint64_t rng = q->seed ^ EXPLORE_SALT;
+    int got = 0;
+    for (int t = 0; got < n && t < n * DRAW_TRIES; ++t) {
+        search_schedule s;
+        if (search_space_sample(p, &rng, &s) != 0)
+            return -1;
+        s = canon(&s);
+        int dup = 0;
+        for (int i = 0; i < got && !dup; ++i)
+            dup = !memcmp(&out[i], &s, sizeof s);
+        if (!dup)
+            out[got++] = s;
+    }
+    return got;
+}
+
+int search_evo_exploration(const search_problem *p, const search_evo_params *params, search_schedule *out, int max)
+{
+    search_evo_params q;
+    if (params)
+        q = *params;
+    else
+        search_evo_params_init(&q);
+    if (!p || !search_problem_valid(p, NULL, 0) || (max > 0 && !out) || max < 0 || check_params(&q, NULL, 0) != 0)
+        return -1;
+    long space = search_space_count(p, NULL);
+    if (space <= 0)
+        return -1;
+    long budget = q.max_measures < space ? q.max_measures : space;
+    int n = explore_count(&q, space, budget);
+    search_schedule *all = malloc((size_t)(n > 0 ? n : 1) * sizeof *all);
+    if (!all)
+        return -1;
+    int got = explore_draw(p, &q, n, all);
+    if (got > max)
+        got = max;
+    if (got > 0)
+        memcpy(out, all, (size_t)got * sizeof *out);
+    free(all);
+    return got;
+}
+
 static void evo_free(evo *e)
 {
     set_free(&e->taken);
@@ -551,6 +621,7 @@ static void evo_free(evo *e)
     free(e->rank);
     free(e->cand);
     free(e->cand_cost);
+    free(e->pool);
 }
 
 static bool evo_alloc(evo *e)
@@ -573,8 +644,12 @@ static bool evo_alloc(evo *e)
     e->rank = malloc(nrank * sizeof *e->rank);
     e->cand = malloc(per_round * sizeof *e->cand);
     e->cand_cost = malloc(per_round * sizeof *e->cand_cost);
+    int np = explore_count(&e->prm, e->space, e->budget);
+    e->pool = malloc((size_t)(np > 0 ? np : 1) * sizeof *e->pool);
+    if (e->pool)
+        e->npool = explore_draw(e->p, &e->prm, np, e->pool);
     return ok && e->ms && e->mc && e->seen_list && e->pop && e->next && e->batch && e->pop_cost && e->batch_cost &&
-           e->rank && e->cand && e->cand_cost;
+           e->rank && e->cand && e->cand_cost && e->pool && e->npool >= 0;
 }
 
 /* The search loop, once e is set up; seeds already repaired in seeds[0..nseeds). */

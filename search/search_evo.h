@@ -19,8 +19,10 @@
  *      neighbourhoods (local search around what the GPU said is fast: it
  *      holds up where the model's errors are large), then the best predicted
  *      schedules of everything the round saw that were never measured, and an
- *      eps share drawn uniformly from the unmeasured rest of the space
- *      (exploration: a model is blind where it has no data);
+ *      eps share drawn uniformly from the space (exploration: a model is blind
+ *      where it has no data); those draws are made up front, before the
+ *      first round, so a tuner can compile them early
+ *      (search_evo_exploration);
  *   4. measures them (one call), and goes on until max_measures schedules
  *      were measured or the space has none left.
  *
@@ -134,5 +136,15 @@ typedef struct search_evo_result {
 int search_evo_run(const search_problem *p, const search_evo_params *params, const search_schedule *seeds, int nseeds,
                    search_evo_predict_fn predict, search_evo_measure_fn measure, void *user, search_evo_result *out,
                    char *why, size_t why_len);
+
+/*
+ * The exploration draws of search_evo_run(p, params, ...): the round(eps * budget) schedules
+ * (budget = min(max_measures, space size)) it measures as its random share, drawn up front
+ * from the seed, in the order it takes them. Up to max of them go to out; returns how many
+ * (0 when the whole space fits in the budget), or -1 for an invalid problem, params or out.
+ * The run skips a draw already measured (a seed, a model's pick) and draws further schedules
+ * when it needs more (no model, a space nearly measured). A tuner compiles these ahead.
+ */
+int search_evo_exploration(const search_problem *p, const search_evo_params *params, search_schedule *out, int max);
 
 #endif

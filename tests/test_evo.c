@@ -486,6 +486,58 @@ static void test_budget_rounds_eps(void **state)
     harness_free(&h);
 }
 
+/* The exploration draws are known before the run, and the run measures every one of them. */
+static void test_exploration_up_front(void **state)
+{
+    (void)state;
+    search_problem p = base_problem();
+    search_evo_params prm;
+    search_evo_params_init(&prm);
+    prm.population = 96;
+    prm.max_measures = 64;
+    prm.eps = 0.1;
+    prm.seed = 7;
+    search_schedule ex[16], again[16];
+    int n = search_evo_exploration(&p, &prm, ex, 16);
+    assert_int_equal(n, 6); /* round(0.1 * 64) */
+    assert_int_equal(search_evo_exploration(&p, &prm, again, 16), n);
+    assert_memory_equal(ex, again, (size_t)n * sizeof *ex);
+    assert_int_equal(search_evo_exploration(&p, &prm, again, 2), 2); /* max bounds it */
+    assert_memory_equal(ex, again, 2 * sizeof *ex);
+    for (int i = 0; i < n; ++i) {
+        assert_true(search_space_legal(&p, &ex[i], NULL, 0));
+        for (int j = 0; j < i; ++j)
+            assert_true(memcmp(&ex[i], &ex[j], sizeof ex[i]) != 0);
+    }
+    harness h;
+    harness_init(&h, &p, 0.3, 3);
+    search_evo_result r;
+    assert_int_equal(run_logged(&p, &prm, &h, &r), 0);
+    for (int i = 0; i < n; ++i) {
+        int found = 0;
+        for (int j = 0; j < h.nlog && !found; ++j)
+            found = !memcmp(&h.log[j], &ex[i], sizeof ex[i]);
+        if (!found) {
+            char b[128];
+            search_schedule_format(&ex[i], b, sizeof b);
+            fail_msg("exploration draw %d [%s] was not measured", i, b);
+        }
+    }
+    harness_free(&h);
+
+    /* another seed, other draws; none when the space fits in the budget; bad arguments */
+    prm.seed = 8;
+    assert_int_equal(search_evo_exploration(&p, &prm, again, 16), n);
+    assert_true(memcmp(ex, again, (size_t)n * sizeof *ex) != 0);
+    search_problem tiny = problem(SEARCH_OP_APPLY, 1, 1, 1, 32);
+    assert_int_equal(search_evo_exploration(&tiny, &prm, ex, 16), 0);
+    assert_int_equal(search_evo_exploration(NULL, &prm, ex, 16), -1);
+    assert_int_equal(search_evo_exploration(&p, &prm, NULL, 16), -1);
+    assert_int_equal(search_evo_exploration(&p, &prm, ex, -1), -1);
+    prm.eps = 2;
+    assert_int_equal(search_evo_exploration(&p, &prm, ex, 16), -1);
+}
+
 static void test_failures_never_best(void **state)
 {
     (void)state;
@@ -731,6 +783,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_quality),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_budget_rounds_eps),
+        cmocka_unit_test(test_exploration_up_front),
         cmocka_unit_test(test_failures_never_best),
         cmocka_unit_test(test_odd_costs),
         cmocka_unit_test(test_tiny_space_exhaustive),

@@ -249,6 +249,63 @@ static void join_preps(void)
     }
 }
 
+/* Compiles the n modules of req (taken over) on a thread of its own, joined at the end of the run;
+ * 0, or -1 (req freed) when the thread could not start. */
+static int start_prep(tune_state *T, runtime_module_req *req, int n)
+{
+    prep_arg *pa = calloc(1, sizeof *pa);
+    if (!pa) {
+        free(req);
+        return -1;
+    }
+    *pa = (prep_arg){T->ctx, req, n, T->threads, 0, NULL};
+    if (pthread_create(&pa->tid, NULL, prep_thread, pa) != 0) {
+        free(req);
+        free(pa);
+        return -1;
+    }
+    pa->next = g_preps;
+    g_preps = pa;
+    return 0;
+}
+
+/* Search parameters of task i: the run's, with a seed of the task's own (so that tasks do not
+ * all explore the same draws). */
+static search_evo_params task_params(const search_evo_params *run, int i)
+{
+    search_evo_params q = *run;
+    q.seed = run->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+    return q;
+}
+
+/* What tasks i and i+1 will compile that nothing predicts: their exploration draws and the
+ * next task's heuristic pick; started now, they compile while this task sets up and measures. */
+static void compile_ahead(tune_state *T, const tune_task *tasks, int nt, int i, const search_evo_params *run)
+{
+    enum { PER_TASK = 16 };
+    runtime_module_req *req = calloc(2 * PER_TASK + 1, sizeof *req);
+    if (!req)
+        return;
+    int n = 0;
+    for (int j = i; j < nt && j <= i + 1; ++j) {
+        search_evo_params q = task_params(run, j);
+        search_schedule ex[PER_TASK];
+        int k = search_evo_exploration(&tasks[j].prob, &q, ex, PER_TASK);
+        for (int e = 0; e < k; ++e)
+            req[n++] = (runtime_module_req){T->kd, tasks[j].c.max_rank, ex[e]};
+    }
+    if (i + 1 < nt) {
+        search_schedule h;
+        runtime_pick_for_class(&T->ctx->info, RUNTIME_OP_APPLY, &tasks[i + 1].ps, &tasks[i + 1].cls, &h);
+        req[n++] = (runtime_module_req){T->kd, tasks[i + 1].c.max_rank, h};
+    }
+    if (n == 0) {
+        free(req);
+        return;
+    }
+    start_prep(T, req, n);
+}
+
 /*
  * Measures n schedules of the current task on the GPU while they compile:
  * each is measured as soon as its module is loaded; one still compiling
@@ -257,24 +314,15 @@ static void join_preps(void)
  */
 static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *cost, search_record *out)
 {
-    prep_arg *pa = calloc(1, sizeof *pa);
     runtime_module_req *req = calloc((size_t)n, sizeof *req);
     char *done = calloc((size_t)n, 1);
-    if (!pa || !req || !done) {
-        free(pa), free(req), free(done);
+    if (!req || !done) {
+        free(req), free(done);
         return -1;
     }
     for (int i = 0; i < n; ++i)
         req[i] = (runtime_module_req){T->kd, T->cur->c.max_rank, s[i]};
-    *pa = (prep_arg){T->ctx, req, n, T->threads, 0, NULL};
-    int threaded = pthread_create(&pa->tid, NULL, prep_thread, pa) == 0;
-    if (threaded) {
-        pa->next = g_preps;
-        g_preps = pa;
-    } else {
-        free(req);
-        free(pa);
-    }
+    int threaded = start_prep(T, req, n) == 0;
     int rc = 0, left = n;
     double idle_since = now_s(), t_round = now_s();
     while (left > 0 && rc == 0) {
@@ -715,6 +763,9 @@ int dop_tune_command(int argc, char **argv)
         T.cur = t;
         T.task_index = i;
         double t0 = now_s();
+        search_evo_params tp = task_params(&ep, i);
+        if (!(exhaustive && t->space <= max_space)) /* the oracle measures (and compiles) it all anyway */
+            compile_ahead(&T, tasks, nt, i, &ep);
         if (runtime_bench_create(ctx, &t->c, &bo, &T.bench) != DOP_OK) {
             fprintf(stderr, "\ndop tune: %s: setting up: %s\n", t->label, dop_context_error(ctx));
             rc = 1;
@@ -761,7 +812,7 @@ int dop_tune_command(int argc, char **argv)
         }
         search_evo_result res;
         char why[256];
-        int er = search_evo_run(&t->prob, &ep, seeds, ns, cb_predict, cb_measure, &T, &res, why, sizeof why);
+        int er = search_evo_run(&t->prob, &tp, seeds, ns, cb_predict, cb_measure, &T, &res, why, sizeof why);
         T.oracle = NULL;
         free(om.key);
         free(om.us);
