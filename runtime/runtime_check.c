@@ -739,6 +739,39 @@ done:
     return st;
 }
 
+dop_status runtime_case_write_reference(dop_context *ctx, runtime_case_data *cd)
+{
+    const runtime_case *c = &cd->c;
+    if (c->op == RUNTIME_OP_SHRINK)
+        return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "runtime_case_write_reference: apply and expand only");
+    runtime_case_result res;
+    dop_status st = runtime_case_verify(ctx, cd, &res); /* computes cd->ref once */
+    if (st != DOP_OK)
+        return st;
+    const int64_t n = (int64_t)c->num_rows * cd->dout_total;
+    uint16_t *y = malloc((size_t)n * 2);
+    if (!y)
+        return runtime_fail(ctx, DOP_ERR_OUT_OF_HOST_MEMORY, "check: out of host memory");
+    for (int64_t i = 0; i < n; ++i) /* rows and slices without an update keep y0 bit for bit */
+        y[i] = kref_to_f32(cd->bf16, cd->y0[i]) == (float)cd->ref[i] ? cd->y0[i]
+                                                                     : kref_from_f32(cd->bf16, (float)cd->ref[i]);
+    bool pushed;
+    if ((st = runtime_enter(ctx, &pushed)) == DOP_OK) {
+        CUresult r = ctx->drv->fn_cuMemcpyHtoD(cd->dy, y, (size_t)n * 2);
+        if (r != CUDA_SUCCESS)
+            st = runtime_fail_cu(ctx, r, "writing the reference");
+        runtime_leave(ctx, pushed);
+    }
+    free(y);
+    return st;
+}
+
+CUdeviceptr runtime_case_output(const runtime_case_data *cd, size_t *bytes)
+{
+    *bytes = (size_t)cd->c.num_rows * (size_t)cd->dout_total * 2;
+    return cd->dy;
+}
+
 void runtime_case_class(const runtime_case_data *cd, runtime_perf_shape *ps, runtime_layout_class *cls)
 {
     const runtime_case *c = &cd->c;

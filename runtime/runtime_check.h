@@ -72,6 +72,10 @@ dop_status runtime_case_reset(dop_context *ctx, runtime_case_data *cd);
 /* Waits for the stream, compares with the CPU reference (after exactly one launch since setup/reset). */
 dop_status runtime_case_verify(dop_context *ctx, runtime_case_data *cd, runtime_case_result *res);
 void runtime_case_free(dop_context *ctx, runtime_case_data *cd);
+/* For tests of the check itself: writes the reference, rounded to the dtype, as the output a
+ * correct call leaves (apply and expand), and gives the device address and size of y. */
+dop_status runtime_case_write_reference(dop_context *ctx, runtime_case_data *cd);
+CUdeviceptr runtime_case_output(const runtime_case_data *cd, size_t *bytes);
 /* Bytes the operation must move through device memory (x, y read + written, adapters in use). */
 double runtime_case_hbm_bytes(const runtime_case_data *cd);
 dop_stream runtime_case_stream(const runtime_case_data *cd);

@@ -227,13 +227,61 @@ typedef struct prep_arg {
     int n, threads;
     pthread_t tid;
     struct prep_arg *next;
+    struct ahead *ahead; /* optional: first add the model's best modules of a task (req has room) */
 } prep_arg;
+
+/* The AHEAD_TOP modules of a task's space the model predicts fastest (the first round's picks,
+ * mostly), found on the compile thread: a whole space takes ~0.1 s to predict. */
+enum { AHEAD_TOP = 16 };
+typedef struct ahead {
+    costmodel model; /* a copy: the run retrains its own meanwhile */
+    search_task task;
+    search_problem prob;
+    kernels_dtype kd;
+    int max_rank, n;
+    double cost[AHEAD_TOP];
+    search_schedule key[AHEAD_TOP]; /* module keys, best first */
+} ahead;
+
+static int ahead_fn(const search_schedule *s, void *user)
+{
+    ahead *a = user;
+    double c = costmodel_predict_us(&a->model, &a->task, s);
+    if (!isfinite(c) || (a->n == AHEAD_TOP && c >= a->cost[AHEAD_TOP - 1]))
+        return 0;
+    search_schedule k = search_schedule_module_key(s);
+    int at = a->n;
+    for (int i = 0; i < a->n; ++i)
+        if (!memcmp(&a->key[i], &k, sizeof k)) {
+            if (c >= a->cost[i])
+                return 0;
+            at = i; /* the same module, predicted faster: moves up */
+            break;
+        }
+    if (at == a->n && a->n < AHEAD_TOP)
+        a->n++;
+    else if (at == a->n)
+        at = AHEAD_TOP - 1; /* drops the slowest */
+    while (at > 0 && a->cost[at - 1] > c) {
+        a->cost[at] = a->cost[at - 1];
+        a->key[at] = a->key[at - 1];
+        at--;
+    }
+    a->cost[at] = c;
+    a->key[at] = k;
+    return 0;
+}
 
 static prep_arg *g_preps;
 
 static void *prep_thread(void *p)
 {
     prep_arg *a = p;
+    if (a->ahead) {
+        search_space_enumerate(&a->ahead->prob, ahead_fn, a->ahead);
+        for (int i = 0; i < a->ahead->n; ++i)
+            a->req[a->n++] = (runtime_module_req){a->ahead->kd, a->ahead->max_rank, a->ahead->key[i]};
+    }
     runtime_kernels_prepare(a->ctx, a->req, a->n, a->threads); /* failures are measured (and recorded) one by one */
     return NULL;
 }
@@ -245,22 +293,25 @@ static void join_preps(void)
         g_preps = a->next;
         pthread_join(a->tid, NULL);
         free(a->req);
+        free(a->ahead);
         free(a);
     }
 }
 
 /* Compiles the n modules of req (taken over) on a thread of its own, joined at the end of the run;
  * 0, or -1 (req freed) when the thread could not start. */
-static int start_prep(tune_state *T, runtime_module_req *req, int n)
+static int start_prep(tune_state *T, runtime_module_req *req, int n, ahead *ah)
 {
     prep_arg *pa = calloc(1, sizeof *pa);
     if (!pa) {
         free(req);
+        free(ah);
         return -1;
     }
-    *pa = (prep_arg){T->ctx, req, n, T->threads, 0, NULL};
+    *pa = (prep_arg){T->ctx, req, n, T->threads, 0, NULL, ah};
     if (pthread_create(&pa->tid, NULL, prep_thread, pa) != 0) {
         free(req);
+        free(ah);
         free(pa);
         return -1;
     }
@@ -278,14 +329,25 @@ static search_evo_params task_params(const search_evo_params *run, int i)
     return q;
 }
 
-/* What tasks i and i+1 will compile that nothing predicts: their exploration draws and the
- * next task's heuristic pick; started now, they compile while this task sets up and measures. */
+/* What tasks i and i+1 will compile: their exploration draws, the next task's heuristic pick and
+ * (with a trained model) the modules the model predicts fastest for task i; started now, they
+ * compile while this task sets up and measures its heuristic pick. */
 static void compile_ahead(tune_state *T, const tune_task *tasks, int nt, int i, const search_evo_params *run)
 {
     enum { PER_TASK = 16 };
-    runtime_module_req *req = calloc(2 * PER_TASK + 1, sizeof *req);
-    if (!req)
+    runtime_module_req *req = calloc(2 * PER_TASK + 1 + AHEAD_TOP, sizeof *req);
+    ahead *ah = T->model_trained ? calloc(1, sizeof *ah) : NULL;
+    if (!req) {
+        free(ah);
         return;
+    }
+    if (ah) {
+        ah->model = T->model;
+        ah->task = tasks[i].task;
+        ah->prob = tasks[i].prob;
+        ah->kd = T->kd;
+        ah->max_rank = tasks[i].c.max_rank;
+    }
     int n = 0;
     for (int j = i; j < nt && j <= i + 1; ++j) {
         search_evo_params q = task_params(run, j);
@@ -299,11 +361,11 @@ static void compile_ahead(tune_state *T, const tune_task *tasks, int nt, int i, 
         runtime_pick_for_class(&T->ctx->info, RUNTIME_OP_APPLY, &tasks[i + 1].ps, &tasks[i + 1].cls, &h);
         req[n++] = (runtime_module_req){T->kd, tasks[i + 1].c.max_rank, h};
     }
-    if (n == 0) {
+    if (n == 0 && !ah) {
         free(req);
         return;
     }
-    start_prep(T, req, n);
+    start_prep(T, req, n, ah);
 }
 
 /*
@@ -322,7 +384,7 @@ static int measure_gpu(tune_state *T, const search_schedule *s, int n, double *c
     }
     for (int i = 0; i < n; ++i)
         req[i] = (runtime_module_req){T->kd, T->cur->c.max_rank, s[i]};
-    int threaded = start_prep(T, req, n) == 0;
+    int threaded = start_prep(T, req, n, NULL) == 0;
     int rc = 0, left = n;
     double idle_since = now_s(), t_round = now_s();
     while (left > 0 && rc == 0) {
