@@ -237,6 +237,25 @@ static uint64_t plan_key(const dop_context *ctx, runtime_op op, const runtime_pe
     return XXH3_64bits(k->buf, k->len);
 }
 
+/* The schedule the cache's schedules database holds under k (tuned_only: only one `dop tune`
+ * measured); false when there is none or it cannot be read. */
+static bool stored_schedule(dop_context *ctx, const cache_key *k, int max_rank, bool tuned_only,
+                            search_schedule *out)
+{
+    void *val = NULL;
+    size_t len = 0;
+    char why[256];
+    bool ok = false;
+    cache_status cs = cache_get(ctx->cache, CACHE_DB_SCHEDULES, k->buf, k->len, &val, &len, NULL, why, sizeof why);
+    if (cs == CACHE_OK)
+        ok = (!tuned_only || runtime_plan_value_origin(val, len) == 2) &&
+             runtime_plan_value_decode(val, len, out, max_rank) == 0;
+    else if (cs != CACHE_MISS)
+        runtime_log(ctx, DOP_LOG_WARN, "cache: schedule lookup: %s", why);
+    free(val);
+    return ok;
+}
+
 /*
  * The schedule and kernel for a call. On return *sched is the schedule to
  * launch with and *kernel its module; when the chosen kernel is still being
@@ -272,15 +291,16 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
     if (!have) {
         bool from_cache = false;
         if (ctx->cache) {
-            void *val = NULL;
-            size_t len = 0;
-            char why[256];
-            cache_status cs = cache_get(ctx->cache, CACHE_DB_SCHEDULES, k.buf, k.len, &val, &len, NULL, why, sizeof why);
-            if (cs == CACHE_OK && runtime_plan_value_decode(val, len, &chosen, ps->max_rank) == 0)
-                from_cache = true;
-            else if (cs != CACHE_OK && cs != CACHE_MISS)
-                runtime_log(ctx, DOP_LOG_WARN, "cache: schedule lookup: %s", why);
-            free(val);
+            from_cache = stored_schedule(ctx, &k, ps->max_rank, false, &chosen);
+            if (!from_cache) {
+                /* the same layout with equal (or differing) ranks: a tuned schedule of it is a
+                 * better start than the heuristic (ranks change the time, never correctness) */
+                runtime_layout_class sib = *cls;
+                sib.ranks_differ = !cls->ranks_differ;
+                cache_key ks;
+                plan_key(ctx, op, ps, &sib, &ks);
+                from_cache = stored_schedule(ctx, &ks, ps->max_rank, true, &chosen);
+            }
         }
         if (!from_cache)
             runtime_pick_for_class(&ctx->info, op, ps, cls, &chosen);

@@ -759,6 +759,34 @@ static void test_schedules_from_cache(void **state)
         st = stats(r.ctx);
         assert_true(st.schedules_from_cache == 1 && st.plans == (uint64_t)(2 + i));
     }
+
+    /* V: no schedule for its class, a tuned one for the same layout with differing ranks (the
+     * sibling class, ranks_differ 1): dispatch takes it. U: the sibling holds a warmed one
+     * (origin 1): the heuristic decides, as for a miss. */
+    int32_t lv[32], lu[32];
+    runs(lv, 32, 16, 0);
+    runs(lu, 32, 4, 8);
+    const search_schedule sv_sched = SCHED_INIT(SEARCH_SKETCH_SPLIT, 4, 8, 2, 2, 64, 64);
+    assert_true(search_schedule_legal(&sv_sched, 16, NULL, 0));
+    const int32_t *sib_lays[2] = {lv, lu};
+    for (int i = 0; i < 2; ++i) {
+        cls = class_of(sib_lays[i], 32);
+        assert_int_equal(cls.ranks_differ, 0);
+        cls.ranks_differ = 1;
+        runtime_perf_key(&k, AP, &ps, &gpu, &cls);
+        runtime_plan_value_encode(&sv_sched, i == 0 ? 2 : 1, 2.f, val, &len);
+        put_schedule(&k, val, len);
+    }
+    CALL_OK(&r, AP, &sx, lv);
+    got = last_schedule();
+    assert_memory_equal(&got, &sv_sched, sizeof got);
+    st = stats(r.ctx);
+    assert_true(st.schedules_from_cache == 2 && st.plans == 5);
+    CALL_OK(&r, AP, &sx, lu);
+    got = last_schedule();
+    assert_memory_not_equal(&got, &sv_sched, sizeof got);
+    st = stats(r.ctx);
+    assert_true(st.schedules_from_cache == 2 && st.plans == 6);
     rig_free(&r, true);
 
     /* the count is per context: a new one finds X's schedule again */
