@@ -17,7 +17,8 @@
  *
  * Lookup: the context's plan table (open addressing on the XXH3-64 of the
  * key bytes, under the context mutex) -> the cache's schedules database (what
- * `dop warm` or `dop tune` stored for this GPU) -> the heuristic below. The
+ * `dop warm` or `dop tune` stored for this GPU) -> a schedule `dop tune`
+ * stored for the nearest class of the same shape -> the heuristic below. The
  * plan remembers its kernel once loaded, so a warm call is one hash lookup.
  */
 #define _GNU_SOURCE
@@ -256,6 +257,62 @@ static bool stored_schedule(dop_context *ctx, const cache_key *k, int max_rank, 
     return ok;
 }
 
+/* Delta order of one bucket field: 0, +1, -1, +2, -2, ... (a bigger bucket first: a schedule
+ * tuned for more rows, runs or rows without an adapter keeps its grid in check for fewer) */
+static int near_delta(int i)
+{
+    return (i & 1) ? (i + 1) / 2 : -i / 2;
+}
+
+/*
+ * A schedule `dop tune` measured for the nearest layout class of the same
+ * shape, when none is stored for the call's own class: the tuner measures one
+ * representative layout per (layout kind, row count), and an engine's batches
+ * land in classes next to those (another shuffle of the mixed layout has other
+ * runs; batch 16 falls between the tuned 8 and 32 rows). Distance: the L1
+ * distance over the class's buckets (runs, longest run, mean run, quarters
+ * without an adapter, ranks differ: 1 per step), a row bucket up or down 2;
+ * classes up to RUNTIME_NEAR_MAX away are probed in order of distance, in a
+ * fixed order within one distance (the ranks-differ sibling first, then
+ * the bigger bucket before the smaller: measured at batch 16 between the
+ * tuned 8 and 32 rows, docs/benchmarks.md), and the
+ * first tuned schedule found is taken. Schedules `dop warm` predicted are not:
+ * a prediction for another class is no better than the heuristic. At most a
+ * few hundred cache reads, once per class and context (the plan keeps the
+ * result). Correctness never depends on the class.
+ */
+#define RUNTIME_NEAR_MAX 3
+static bool nearest_tuned(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,
+                          const runtime_layout_class *cls, search_schedule *out)
+{
+    const int R = RUNTIME_NEAR_MAX, W = 2 * RUNTIME_NEAR_MAX + 1;
+    for (int d = 1; d <= R; ++d)
+        for (int ir = 0; ir < 3; ++ir)
+            for (int ik = 1; ik >= 0; --ik)
+                for (int in = 0; in < W; ++in)
+                    for (int im = 0; im < W; ++im)
+                        for (int il = 0; il < W; ++il)
+                            for (int ig = 0; ig < W; ++ig) {
+                                int dr = near_delta(ir), dn = near_delta(in), dm = near_delta(im),
+                                    dl = near_delta(il), dg = near_delta(ig);
+                                if (2 * abs(dr) + ik + abs(dn) + abs(dm) + abs(dl) + abs(dg) != d)
+                                    continue;
+                                int r = cls->rows_log2 + dr, g = cls->groups_log2 + dg,
+                                    l = cls->longest_log2 + dl, m = cls->mean_log2 + dm,
+                                    n = cls->none_quarters + dn;
+                                if (r < 0 || r > 62 || g < 0 || g > r || l < 0 || l > r || m < 0 || m > l ||
+                                    n < 0 || n > 4)
+                                    continue; /* no batch has such a class */
+                                runtime_layout_class c = {(uint8_t)r, (uint8_t)g, (uint8_t)l, (uint8_t)m,
+                                                          (uint8_t)n, (uint8_t)(cls->ranks_differ ^ ik)};
+                                cache_key kc;
+                                plan_key(ctx, op, ps, &c, &kc);
+                                if (stored_schedule(ctx, &kc, ps->max_rank, true, out))
+                                    return true;
+                            }
+    return false;
+}
+
 /*
  * The schedule and kernel for a call. On return *sched is the schedule to
  * launch with and *kernel its module; when the chosen kernel is still being
@@ -291,16 +348,8 @@ dop_status runtime_dispatch(dop_context *ctx, runtime_op op, const runtime_perf_
     if (!have) {
         bool from_cache = false;
         if (ctx->cache) {
-            from_cache = stored_schedule(ctx, &k, ps->max_rank, false, &chosen);
-            if (!from_cache) {
-                /* the same layout with equal (or differing) ranks: a tuned schedule of it is a
-                 * better start than the heuristic (ranks change the time, never correctness) */
-                runtime_layout_class sib = *cls;
-                sib.ranks_differ = !cls->ranks_differ;
-                cache_key ks;
-                plan_key(ctx, op, ps, &sib, &ks);
-                from_cache = stored_schedule(ctx, &ks, ps->max_rank, true, &chosen);
-            }
+            from_cache = stored_schedule(ctx, &k, ps->max_rank, false, &chosen) ||
+                         nearest_tuned(ctx, op, ps, cls, &chosen);
         }
         if (!from_cache)
             runtime_pick_for_class(&ctx->info, op, ps, cls, &chosen);

@@ -761,8 +761,8 @@ static void test_schedules_from_cache(void **state)
     }
 
     /* V: no schedule for its class, a tuned one for the same layout with differing ranks (the
-     * sibling class, ranks_differ 1): dispatch takes it. U: the sibling holds a warmed one
-     * (origin 1): the heuristic decides, as for a miss. */
+     * sibling class, ranks_differ 1, the nearest): dispatch takes it. U: the sibling holds a
+     * warmed one (origin 1) and no tuned class is within 3: the heuristic decides, as for a miss. */
     int32_t lv[32], lu[32];
     runs(lv, 32, 16, 0);
     runs(lu, 32, 4, 8);
@@ -787,6 +787,37 @@ static void test_schedules_from_cache(void **state)
     assert_memory_not_equal(&got, &sv_sched, sizeof got);
     st = stats(r.ctx);
     assert_true(st.schedules_from_cache == 2 && st.plans == 6);
+
+    /* T: 16 rows in runs of 8, no class of its own stored; X's class (32 rows in runs of 8) is a
+     * row bucket and a run count away (distance 3), U's warmed sibling further: X's tuned
+     * schedule. S: runs of 4 over 32 rows with 16 rows without adapter, every bucket but the
+     * rows away from the stored classes (distance >= 4): the heuristic. */
+    int32_t lt[16], ls[32];
+    runs(lt, 16, 8, 0);
+    runs(ls, 32, 4, 16);
+    {
+        runtime_layout_class ct = class_of(lt, 16), cx = class_of(lx, 32), cs = class_of(ls, 32);
+        assert_int_equal(ct.rows_log2 + 1, cx.rows_log2);
+        assert_int_equal(ct.groups_log2 + 1, cx.groups_log2);
+        assert_true(ct.longest_log2 == cx.longest_log2 && ct.mean_log2 == cx.mean_log2 &&
+                    ct.none_quarters == cx.none_quarters && ct.ranks_differ == cx.ranks_differ);
+        assert_true(abs(cs.groups_log2 - cx.groups_log2) + abs(cs.longest_log2 - cx.longest_log2) +
+                        abs(cs.mean_log2 - cx.mean_log2) + abs(cs.none_quarters - cx.none_quarters) >=
+                    4);
+    }
+    dop_lora_shape sx16 = sx;
+    sx16.num_rows = 16;
+    CALL_OK(&r, AP, &sx16, lt);
+    got = last_schedule();
+    assert_memory_equal(&got, &sx_sched, sizeof got);
+    st = stats(r.ctx);
+    assert_true(st.schedules_from_cache == 3 && st.plans == 7);
+    CALL_OK(&r, AP, &sx, ls);
+    got = last_schedule();
+    assert_memory_not_equal(&got, &sx_sched, sizeof got);
+    assert_memory_not_equal(&got, &sv_sched, sizeof got);
+    st = stats(r.ctx);
+    assert_true(st.schedules_from_cache == 3 && st.plans == 8);
     rig_free(&r, true);
 
     /* the count is per context: a new one finds X's schedule again */
