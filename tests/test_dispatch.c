@@ -385,6 +385,40 @@ static void test_layout_classify(void **state)
     assert_true(sum.rows_with_adapter == 0 && sum.groups == 0 && sum.longest == 0);
 }
 
+/* The heuristic's pick for a class (what dispatch runs on a miss) makes the tensor-core choice
+ * it makes for a batch of the class: the bucket ends are capped at the batch's rows. */
+static void test_pick_for_class(void **state)
+{
+    (void)state;
+    dop_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    dev.cc_major = 9, dev.sm_count = 132;
+    runtime_perf_shape ps;
+    memset(&ps, 0, sizeof ps);
+    ps.dtype = DOP_DTYPE_F16, ps.d_in = 4096, ps.num_slices = 1, ps.d_out[0] = 4096, ps.max_rank = 64;
+    search_schedule got, want;
+    /* 4096 rows in 364 runs (mean 11, the skewed layout): buckets 512 runs of 16 would be 8192
+     * rows, past the batch (mean 8 from the cap, 11 in the batch); no tensor cores for either */
+    runtime_layout_summary sk = {4096, 364, 1500, 364};
+    runtime_layout_class c = classify(4096, 4096, 364, 1500, 0);
+    ps.num_rows = 4096;
+    runtime_pick_for_class(&dev, AP, &ps, &c, &got);
+    runtime_pick_schedule(&dev, AP, 4096, 4096, 1, 64, &sk, &want);
+    assert_true(got.mma == 0 && want.mma == 0 && got.sketch == want.sketch);
+    /* 256 rows in 16 runs of 16 at rank 64: tensor cores, for the class and for the batch */
+    runtime_layout_summary un = {256, 16, 16, 16};
+    c = classify(256, 256, 16, 16, 0);
+    ps.num_rows = 256;
+    runtime_pick_for_class(&dev, AP, &ps, &c, &got);
+    runtime_pick_schedule(&dev, AP, 256, 4096, 1, 64, &un, &want);
+    assert_int_equal(got.mma, 1);
+    assert_memory_equal(&got, &want, sizeof got);
+    /* the largest row bucket a batch can have: no overflow, a legal schedule */
+    c = classify(INT32_MAX, INT32_MAX, INT32_MAX, 1, 0);
+    runtime_pick_for_class(&dev, AP, &ps, &c, &got);
+    assert_true(search_schedule_legal(&got, 64, NULL, 0));
+}
+
 /* ---- the performance key ------------------------------------------------------------------ */
 
 typedef struct key_in {
@@ -1279,7 +1313,7 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_layout_classify),     T(test_perf_key),     T(test_plans_per_class),
+        T(test_layout_classify),     T(test_pick_for_class), T(test_perf_key),     T(test_plans_per_class),
         T(test_cubins_from_cache),   T(test_schedules_from_cache), T(test_corrupt_cubin),
         T(test_async_generic_then_dispatched), T(test_two_devices), T(test_one_compile_per_key),
     };
