@@ -284,9 +284,10 @@ static int near_delta(int i)
  * the bigger bucket before the smaller: measured at batch 16 between the
  * tuned 8 and 32 rows, docs/benchmarks.md), and the
  * first tuned schedule found is taken. Schedules `dop warm` predicted are not:
- * a prediction for another class is no better than the heuristic. At most a
- * few hundred cache reads, once per class and context (the plan keeps the
- * result). Correctness never depends on the class.
+ * a prediction for another class is no better than the heuristic. At most
+ * about 150 cache reads (fewer where a bucket is at its end), once per class
+ * and context (the plan keeps the result). Correctness never depends on the
+ * class.
  */
 #define RUNTIME_NEAR_MAX 3
 static bool nearest_tuned(dop_context *ctx, runtime_op op, const runtime_perf_shape *ps,

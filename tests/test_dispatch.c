@@ -824,8 +824,8 @@ static void test_schedules_from_cache(void **state)
 
     /* T: 16 rows in runs of 8, no class of its own stored; X's class (32 rows in runs of 8) is a
      * row bucket and a run count away (distance 3), U's warmed sibling further: X's tuned
-     * schedule. S: runs of 4 over 32 rows with 16 rows without adapter, every bucket but the
-     * rows away from the stored classes (distance >= 4): the heuristic. */
+     * schedule. S: runs of 4 over 32 rows, half of them without an adapter, 4 or more bucket
+     * steps from every stored tuned class: the heuristic. */
     int32_t lt[16], ls[32];
     runs(lt, 16, 8, 0);
     runs(ls, 32, 4, 16);
