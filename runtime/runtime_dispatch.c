@@ -455,7 +455,7 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         out->rows = mean >= 2 || num_rows == 1 ? 2 : 1;
         out->warps = out->rows == 2 ? 16 : 8;
         out->cols = out->rows == 2 ? 256 : 512;
-        int gran = 32 * out->vec, max_split = (d_in + gran - 1) / gran;
+        int gran = (int)search_k_gran(0, out->vec), max_split = (d_in + gran - 1) / gran;
         int split = max_split < SEARCH_MAX_CLUSTER ? max_split : SEARCH_MAX_CLUSTER;
         int kpc = (int)search_k_per_cta(d_in, 0, out->vec, (unsigned)split);
         int mult = 1;
@@ -491,7 +491,7 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
     }
     int row_tiles = (num_rows + out->rows - 1) / out->rows;
     int want = (2 * (dev ? dev->sm_count : 108) + row_tiles * num_slices - 1) / (row_tiles * num_slices);
-    int gran = out->mma ? 256 : 32 * out->vec; /* the K range of a CTA is a multiple of one warp-wide load */
+    int gran = (int)search_k_gran(out->mma, out->vec); /* the K range of a CTA is a multiple of one warp-wide load */
     int max_split = (d_in + gran - 1) / gran;
     int split = want < 1 ? 1 : want;
     if (split > max_split)

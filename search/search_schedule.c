@@ -144,9 +144,14 @@ int search_schedule_format(const search_schedule *s, char *buf, size_t len)
                     s->vec, s->kc, s->split_k, s->cols, s->mma ? " mma" : "", st, s->persist ? " persist=1" : "");
 }
 
+long search_k_gran(unsigned mma, unsigned vec)
+{
+    return mma ? 256L : 32L * vec;
+}
+
 long search_k_per_cta(long d_in, unsigned mma, unsigned vec, unsigned split_k)
 {
-    long gran = mma ? 256L : 32L * vec, k = (d_in + split_k - 1) / split_k;
+    long gran = search_k_gran(mma, vec), k = (d_in + split_k - 1) / split_k;
     return (k + gran - 1) / gran * gran;
 }
 

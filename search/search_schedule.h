@@ -90,6 +90,10 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
  * space, the records and the cost model share. */
 long search_k_per_cta(long d_in, unsigned mma, unsigned vec, unsigned split_k);
 
+/* The granularity of a CTA's K range in search_k_per_cta: one warp-wide load,
+ * 32 x vec elements (256 with mma). */
+long search_k_gran(unsigned mma, unsigned vec);
+
 /* The schedule with only the fields that change the generated source kept
  * (split_k normalised: it is a launch parameter; the sketch, stages and
  * persist are compile-time and kept): equal keys share one compiled module. */

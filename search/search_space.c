@@ -151,13 +151,6 @@ static bool ctx_init(space_ctx *c, const search_problem *p)
     return true;
 }
 
-/* Granularity of a CTA's K range: one warp-wide load (256 elements for the
- * tensor-core path, as for vec 8). */
-static long k_gran(unsigned mma, unsigned vec)
-{
-    return mma ? 256L : 32L * vec;
-}
-
 /* K step granularity: kc is this times 1, 2, 4, 8 (or 16 without mma). */
 static unsigned kc_step(unsigned mma, unsigned vec)
 {
@@ -265,7 +258,7 @@ static bool rule_split(const space_ctx *c, unsigned sketch, unsigned mma, unsign
     if (sketch == SEARCH_SKETCH_CLUSTER && split > SEARCH_MAX_CLUSTER)
         return fail(why, len, "split-K %u of the cluster sketch is its cluster size, at most %d CTAs", split,
                     SEARCH_MAX_CLUSTER);
-    long gran = k_gran(mma, vec), d_in = c->p->d_in;
+    long gran = search_k_gran(mma, vec), d_in = c->p->d_in;
     long most = (d_in + gran - 1) / gran;
     if ((long)split > most)
         return fail(why, len, "split-K %u more than ceil(d_in %ld / %ld (one warp-wide load)) = %ld", split, d_in, gran,
