@@ -341,6 +341,14 @@ static void check_lora(const textgen *t, dop_status st, const char *fn, int l, i
     }
 }
 
+/* The schedule of the last successful dop call of this thread, formatted. */
+static void last_schedule_text(char *buf, size_t len)
+{
+    search_schedule used;
+    runtime_last_schedule(&used);
+    search_schedule_format(&used, buf, len);
+}
+
 /*
  * Projection p of layer l: the base GEMM y[:, 0:slices*d_out] = x @ W^T + beta * y (row strides ldx and
  * slices*d_out), then in the LoRA modes y[:, slices] += LoRA_p(x) through dop, serialized or overlapped (see the
@@ -370,15 +378,12 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     w.table = t->tab[set][l * NPROJ + p];
     const void *xp = (const void *)(uintptr_t)x;
     void *yp = (void *)(uintptr_t)y, *ws = (void *)(uintptr_t)t->ws;
-    search_schedule used;
     if (!mode_overlap(mode)) {
         gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta);
         check_lora(t, dop_lora_apply(t->ctx, &sh, lay, &w, xp, yp, ws, t->ws_bytes, t->stream), "dop_lora_apply", l,
                    p, B);
-        if (record) {
-            runtime_last_schedule(&used);
-            search_schedule_format(&used, t->sched[p], sizeof t->sched[p]);
-        }
+        if (record)
+            last_schedule_text(t->sched[p], sizeof t->sched[p]);
         return;
     }
     /* One v and one workspace serve every projection: the fork below is recorded after the previous projection's
@@ -391,10 +396,8 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
     check_lora(t, dop_lora_shrink(t->ctx, &sh, lay, &w, xp, v, ldv, 0, ws, t->ws_bytes, t->side), "dop_lora_shrink",
                l, p, B);
-    if (record) {
-        runtime_last_schedule(&used);
-        search_schedule_format(&used, shrink_sched, sizeof shrink_sched);
-    }
+    if (record)
+        last_schedule_text(shrink_sched, sizeof shrink_sched);
     CKB(drv->fn_cuEventRecord(t->join, t->side));
     gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta); /* concurrently with the shrink */
     CKB(drv->fn_cuStreamWaitEvent(t->stream, t->join, 0));
@@ -402,8 +405,7 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
                p, B);
     if (record) {
         char expand_sched[SCHED_LEN];
-        runtime_last_schedule(&used);
-        search_schedule_format(&used, expand_sched, sizeof expand_sched);
+        last_schedule_text(expand_sched, sizeof expand_sched);
         snprintf(t->sched[p], sizeof t->sched[p], "%s / %s", shrink_sched, expand_sched);
     }
 }
