@@ -940,11 +940,11 @@ int dop_tune_command(int argc, char **argv)
     printf("\n%d layout classes tuned in %.1f s (%ld measurements, %ld compile timeouts); geomean gain over the "
            "heuristic %.3fx",
            nt, total, T.done_measures, T.timeouts, ng ? exp(lg / ng) : NAN);
-    printf("\ntime: %.1f s setting up data sets and references, %.1f s waiting for NVRTC, %.1f s measuring", setup,
-           wait, meas);
     if (no)
         printf("; against the exhaustive oracle on %d classes: geomean %.3f, worst %.3f, %d within 5%%", no,
                exp(lo / no), worst, within);
+    printf("\ntime: %.1f s setting up data sets and references, %.1f s waiting for NVRTC, %.1f s measuring", setup,
+           wait, meas);
     printf("\nrecords: %s; ", records);
     /* the model, for cold picks and the next run */
     if (T.model_trained && ctx->cache && !ctx->cache_readonly) {
