@@ -233,22 +233,24 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
         t.rscale[tid] = scale;
     }
     __syncthreads();
-    if (tid == 0) {
-        int ng = 0;
-        unsigned done = 0;
-        for (int j = 0; j < DOP_ROWS; ++j) {
-            if (t.rank_of[j] == 0 || (done >> j & 1u))
-                continue;
-            unsigned m = 0;
-            for (int k = j; k < DOP_ROWS; ++k)
-                if (t.slot[k] == t.slot[j])
-                    m |= 1u << k;
-            done |= m;
-            t.gfirst[ng] = j;
-            t.gmask[ng] = m;
-            ++ng;
+    if (tid < 32) {
+        /* warp 0, one lane per row (DOP_ROWS <= 32): a row with an update joins the
+         * rows of its slot; the first row of each slot leads the group, and groups
+         * are numbered in row order */
+        int j = tid;
+        bool has = j < DOP_ROWS && t.rank_of[j] > 0;
+        unsigned same, before = (1u << j) - 1u;
+        int key = has ? t.slot[j] : -2 - j; /* rows without an update match only themselves */
+        asm volatile("match.any.sync.b32 %0, %1, 0xffffffff;" : "=r"(same) : "r"(key));
+        bool lead = has && (same & before) == 0u;
+        unsigned leaders = __ballot_sync(0xffffffffu, lead);
+        if (lead) {
+            int gi = __popc(leaders & before);
+            t.gfirst[gi] = j;
+            t.gmask[gi] = same;
         }
-        t.ngroups = ng;
+        if (j == 0)
+            t.ngroups = __popc(leaders);
     }
     __syncthreads();
 }
