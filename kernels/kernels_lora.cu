@@ -542,55 +542,101 @@ __device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, uns
     lo = dop_pack2(dop_from_f32(v0 - dop_to_f32(h0)), dop_from_f32(v1 - dop_to_f32(h1)));
 }
 
-/* y[row0 + j, col0 + n] += scale * sum_r sv[j][r] * B[col0 + n][r], by tensor cores:
- * warps take n tiles of 8 output columns; K is the rank, in steps of 16. */
+/* y[row0 + j, col0 + n] += scale * sum_r sv[j][r] * B[col0 + n][r], by tensor cores.
+ * Per group, each warp builds the A fragments of the intermediate (two 16-bit
+ * parts per step of 16 ranks) once and keeps them in registers; it then takes
+ * batches of DOP_EXP_NB adjacent n tiles (8 output columns each) and issues
+ * every load of a batch -- the B fragments and the y pairs of the group's
+ * rows -- before the batch's mmas, so a batch costs one memory round trip and
+ * the y accesses of a warp cover 16 * DOP_EXP_NB contiguous bytes per row.
+ * y is read with plain loads (not the read-only path): this kernel writes it. */
+#define DOP_EXP_KS ((DOP_MAXR + 15) / 16)  /* k steps of 16 ranks */
+#define DOP_EXP_NB (DOP_MAXR <= 64 ? 4 : 2) /* n tiles per batch (registers: NB * KS * 2 for B) */
+
+/* Elements c and c + 1 of a y row as one register (low half first); zero past cend.
+ * aligned: the row and c are 4-byte aligned, so one 32-bit load does. */
+__device__ __forceinline__ unsigned dop_ldy2(const dop_u16 *row, int c, int cend, bool aligned)
+{
+    if (aligned && c + 1 < cend)
+        return *reinterpret_cast<const unsigned *>(row + c);
+    unsigned lo = c < cend ? (unsigned)row[c] : 0u;
+    unsigned hi = c + 1 < cend ? (unsigned)row[c + 1] : 0u;
+    return lo | (hi << 16);
+}
+
 __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
                                                 int col0, const float (*sv)[DOP_MAXR])
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     int dout = p.d_out[slice];
-    int ncols = min(DOP_COLS, dout - col0);
-    int ntiles = (ncols + 7) / 8;
+    int cend = col0 + min(DOP_COLS, dout - col0); /* columns past it belong to another CTA or none */
+    int ntiles = (cend - col0 + 7) / 8;
+    int nbatch = (ntiles + DOP_EXP_NB - 1) / DOP_EXP_NB;
     dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
+    bool yal = dop_aligned(y, 4) && p.ldy % 2 == 0;
     for (int gi = 0; gi < t.ngroups; ++gi) {
         int j0 = t.gfirst[gi], rank = t.rank_of[j0];
         unsigned mask = t.gmask[gi];
         const dop_u16 *B = t.rB[j0];
         float scale = t.rscale[j0];
         bool al = dop_aligned(B, 4) && rank % 2 == 0;
-        /* the A fragments (the intermediate) do not depend on the column tile */
-        for (int nt = warp; nt < ntiles; nt += DOP_WARPS) {
-            int col = col0 + nt * 8 + g;
-            const dop_u16 *brow = col < dout ? B + (long long)col * rank : 0;
-            float c[4] = {0.f, 0.f, 0.f, 0.f};
-            for (int kk = 0; kk < rank; kk += 16) {
-                int k = kk + 2 * tq;
-                unsigned hi[4], lo[4], fb[2];
-                float v00 = k < rank ? sv[g][k] : 0.f, v01 = k + 1 < rank ? sv[g][k + 1] : 0.f;
-                float v10 = k < rank ? sv[g + 8][k] : 0.f, v11 = k + 1 < rank ? sv[g + 8][k + 1] : 0.f;
-                float v02 = k + 8 < rank ? sv[g][k + 8] : 0.f, v03 = k + 9 < rank ? sv[g][k + 9] : 0.f;
-                float v12 = k + 8 < rank ? sv[g + 8][k + 8] : 0.f, v13 = k + 9 < rank ? sv[g + 8][k + 9] : 0.f;
-                dop_split2(v00, v01, hi[0], lo[0]);
-                dop_split2(v10, v11, hi[1], lo[1]);
-                dop_split2(v02, v03, hi[2], lo[2]);
-                dop_split2(v12, v13, hi[3], lo[3]);
-                fb[0] = dop_ld2(brow, k, rank, al);
-                fb[1] = dop_ld2(brow, k + 8, rank, al);
-                dop_mma(c, hi, fb);
-                dop_mma(c, lo, fb);
-            }
-            int cc = col0 + nt * 8 + 2 * tq;
+        bool in0 = mask >> g & 1u, in1 = mask >> (g + 8) & 1u; /* this lane's two rows */
+        dop_u16 *yr0 = in0 ? y + (long long)(row0 + g) * p.ldy : y, *yr1 = in1 ? y + (long long)(row0 + g + 8) * p.ldy : y;
+        unsigned hi[DOP_EXP_KS][4], lo[DOP_EXP_KS][4];
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                int j = g + 8 * h;
-                if (!(mask >> j & 1u))
-                    continue;
-                dop_u16 *yr = y + (long long)(row0 + j) * p.ldy;
-                /* columns past this CTA's tile (or d_out) belong to another CTA or none */
-                if (cc < col0 + ncols)
-                    yr[cc] = dop_from_f32(dop_to_f32(yr[cc]) + scale * c[2 * h]);
-                if (cc + 1 < col0 + ncols)
-                    yr[cc + 1] = dop_from_f32(dop_to_f32(yr[cc + 1]) + scale * c[2 * h + 1]);
+        for (int s = 0; s < DOP_EXP_KS; ++s) {
+            int k = s * 16 + 2 * tq;
+            float v00 = k < rank ? sv[g][k] : 0.f, v01 = k + 1 < rank ? sv[g][k + 1] : 0.f;
+            float v10 = k < rank ? sv[g + 8][k] : 0.f, v11 = k + 1 < rank ? sv[g + 8][k + 1] : 0.f;
+            float v02 = k + 8 < rank ? sv[g][k + 8] : 0.f, v03 = k + 9 < rank ? sv[g][k + 9] : 0.f;
+            float v12 = k + 8 < rank ? sv[g + 8][k + 8] : 0.f, v13 = k + 9 < rank ? sv[g + 8][k + 9] : 0.f;
+            dop_split2(v00, v01, hi[s][0], lo[s][0]);
+            dop_split2(v10, v11, hi[s][1], lo[s][1]);
+            dop_split2(v02, v03, hi[s][2], lo[s][2]);
+            dop_split2(v12, v13, hi[s][3], lo[s][3]);
+        }
+        for (int b = warp; b < nbatch; b += DOP_WARPS) {
+            unsigned fb[DOP_EXP_NB][DOP_EXP_KS][2], yv[DOP_EXP_NB][2];
+#pragma unroll
+            for (int n = 0; n < DOP_EXP_NB; ++n) {
+                int nb = col0 + (b * DOP_EXP_NB + n) * 8; /* first column of the n tile */
+                const dop_u16 *brow = nb + g < cend ? B + (long long)(nb + g) * rank : 0;
+#pragma unroll
+                for (int s = 0; s < DOP_EXP_KS; ++s) {
+                    int k = s * 16 + 2 * tq;
+                    fb[n][s][0] = s * 16 < rank ? dop_ld2(brow, k, rank, al) : 0u;
+                    fb[n][s][1] = s * 16 < rank ? dop_ld2(brow, k + 8, rank, al) : 0u;
+                }
+                int cc = nb + 2 * tq;
+                yv[n][0] = in0 ? dop_ldy2(yr0, cc, cend, yal) : 0u;
+                yv[n][1] = in1 ? dop_ldy2(yr1, cc, cend, yal) : 0u;
+            }
+#pragma unroll
+            for (int n = 0; n < DOP_EXP_NB; ++n) {
+                float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int s = 0; s < DOP_EXP_KS; ++s)
+                    if (s * 16 < rank) {
+                        dop_mma(c, hi[s], fb[n][s]);
+                        dop_mma(c, lo[s], fb[n][s]);
+                    }
+                int cc = col0 + (b * DOP_EXP_NB + n) * 8 + 2 * tq;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    if (!(h ? in1 : in0))
+                        continue;
+                    dop_u16 *yr = h ? yr1 : yr0;
+                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[2 * h]);
+                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[2 * h + 1]);
+                    if (yal && cc + 1 < cend) {
+                        *reinterpret_cast<unsigned *>(yr + cc) = dop_pack2(e0, e1);
+                    } else {
+                        if (cc < cend)
+                            yr[cc] = e0;
+                        if (cc + 1 < cend)
+                            yr[cc + 1] = e1;
+                    }
+                }
             }
         }
     }
