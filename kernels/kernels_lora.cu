@@ -860,6 +860,8 @@ __device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, in
     }
 }
 
+#define DOP_VPRE ((DOP_ROWS * DOP_MAXR + DOP_THREADS - 1) / DOP_THREADS) /* intermediate values per thread */
+
 /* expand tile: y += scale v B^T for column tile ct and every ct_step-th after
  * it (the one-tile grid's y extent may be capped at 65535: ct_step = gridDim.y;
  * persistent: ct_step = the number of column tiles, so exactly one) */
@@ -870,12 +872,33 @@ __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt,
     int row0 = rt * DOP_ROWS;
     if (ct * DOP_COLS >= p.d_out[slice])
         return; /* uniform across the CTA: no barrier is skipped by some threads only */
-    dop_tile_init(p, row0, slice, t);
     const float *v = reinterpret_cast<const float *>(p.v) + slice * p.max_rank;
+#if DOP_VPRE <= 8
+    /* the tile's intermediate is read before the layout, in the same round trip:
+     * every row and rank, since the ranks are not known yet; the expand reads
+     * sv[j][r] only for rows j of a group and r below its rank */
+    float pre[DOP_VPRE];
+#pragma unroll
+    for (int u = 0; u < DOP_VPRE; ++u) {
+        int i = threadIdx.x + u * DOP_THREADS, j = i / DOP_MAXR, r = i - j * DOP_MAXR;
+        pre[u] = i < DOP_ROWS * DOP_MAXR && r < p.max_rank && row0 + j < p.num_rows
+                     ? v[(long long)(row0 + j) * p.ldv + r]
+                     : 0.f;
+    }
+    dop_tile_init(p, row0, slice, t);
+#pragma unroll
+    for (int u = 0; u < DOP_VPRE; ++u) {
+        int i = threadIdx.x + u * DOP_THREADS;
+        if (i < DOP_ROWS * DOP_MAXR)
+            (&sv[0][0])[i] = pre[u];
+    }
+#else
+    dop_tile_init(p, row0, slice, t);
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
         sv[j][r] = r < t.rank_of[j] ? v[(long long)(row0 + j) * p.ldv + r] : 0.f;
     }
+#endif
     __syncthreads();
     for (int col0 = ct * DOP_COLS; col0 < p.d_out[slice]; col0 += ct_step * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
