@@ -474,16 +474,29 @@ void runtime_pick_schedule(const dop_device_info *dev, runtime_op op, int32_t nu
         return;
     }
     out->sketch = SEARCH_SKETCH_SPLIT;
-    if (max_rank >= 64 && num_rows >= 64 && (mean >= 64 || (mean >= 16 && num_rows >= 256)) && d_in % 8 == 0) {
-        /* long runs of one adapter at a large rank: tensor cores. In the sweep, MMA won
-         * at uniform 256 rows (runs of 16; 38.9 against 46.3 us) and identical 64 rows,
-         * and lost wherever runs were short (uniform 128 rows, runs of 11: 46.2 vs 38.6) */
+    if (num_rows >= 64 && d_in % 8 == 0 &&
+        ((max_rank >= 64 && (mean >= 64 || (mean >= 16 && num_rows >= 256))) || (num_rows >= 1024 && mean >= 32))) {
+        /* long runs of one adapter at a large rank, or prefill chunks: tensor cores. In the
+         * sweep, MMA won at uniform 256 rows (runs of 16; 38.9 against 46.3 us) and identical
+         * 64 rows, and lost wherever runs were short (uniform 128 rows, runs of 11: 46.2 vs
+         * 38.6). After the expand kept its fragments in registers (H200, 4096 -> 4096),
+         * 512 columns and a 2-stage ring took identical 4096 rows to 176 us at rank 64
+         * (128 columns, 1 stage: 418; best CUDA-core split tried: 467) and 87 us at rank 16
+         * (134), and uniform 1024 rows (runs of 32) at rank 16 to 33.9 us (40.6 tuned). At
+         * 256 rows 512 columns left too few CTAs (identical, rank 64: 43.3 against 39.6), so
+         * smaller batches keep 128 columns and one stage */
         out->rows = 16;
         out->vec = 8;
         out->mma = 1;
         out->warps = num_rows <= 64 ? 16 : 8;
         out->kc = 128;
         out->cols = 128;
+        if (num_rows >= 1024) {
+            out->cols = 512;
+            out->stages = 2;
+            if (op == RUNTIME_OP_EXPAND || search_schedule_smem(out, max_rank) > SEARCH_STATIC_SMEM_LIMIT)
+                out->stages = 1; /* no shrink to stage, or the ring does not fit */
+        }
     } else {
         out->rows = mean <= 8 ? 1 : mean <= 256 ? 2 : 4;
         out->warps = num_rows <= 8 ? 16 : (num_rows <= 32 || out->rows > 1 || max_rank >= 64) ? 8 : 4;
