@@ -559,6 +559,76 @@ static int measure_space(tune_state *T, oracle_map *m)
     return 0;
 }
 
+/* ---- --store-only ---------------------------------------------------------------------- */
+
+/* Whether record task r is for the run's selection: the perf shape (op, dtype, weights, d_in,
+ * slices, rank) and the row bucket of one of the run's tasks. The layout class is not compared:
+ * the classes of the random layouts (mixed) depend on each task's seed, which depends on its
+ * place in the run, so a run with other arguments draws other classes than the tuning run did. */
+static int selected(const search_task *r, const tune_task *tasks, int nt)
+{
+    for (int i = 0; i < nt; ++i) {
+        const search_task *t = &tasks[i].task;
+        if (r->op == t->op && r->dtype == t->dtype && r->weights == t->weights && r->num_slices == t->num_slices &&
+            r->d_in == t->d_in && !memcmp(r->d_out, t->d_out, sizeof r->d_out) && r->max_rank == t->max_rank &&
+            r->rows_log2 == t->rows_log2)
+            return i;
+    }
+    return -1;
+}
+
+/* Stores the best recorded schedule of every layout class the records hold for the run's
+ * selection (every class: see selected) and compiles their modules. 0 or 1 (the message printed). */
+static int store_recorded(dop_context *ctx, tune_state *T, const tune_task *tasks, int nt)
+{
+    size_t *best = malloc((T->nrecs ? T->nrecs : 1) * sizeof *best); /* per distinct task: its best record */
+    runtime_module_req *req = malloc((T->nrecs ? T->nrecs : 1) * sizeof *req);
+    if (!best || !req) {
+        free(best);
+        free(req);
+        fprintf(stderr, "dop tune: out of memory\n");
+        return 1;
+    }
+    size_t nb = 0;
+    for (size_t r = 0; r < T->nrecs; ++r) {
+        const search_record *rec = &T->recs[r];
+        if (rec->error_no != SEARCH_ERR_OK || rec->ncosts < 1 || selected(&rec->task, tasks, nt) < 0)
+            continue;
+        size_t j = 0;
+        while (j < nb && memcmp(&T->recs[best[j]].task, &rec->task, sizeof rec->task))
+            ++j;
+        if (j == nb)
+            best[nb++] = r;
+        else if (rec->costs_us[0] < T->recs[best[j]].costs_us[0])
+            best[j] = r;
+    }
+    int rc = 0, nreq = 0;
+    for (size_t j = 0; j < nb && rc == 0; ++j) {
+        const search_record *rec = &T->recs[best[j]];
+        const tune_task *like = &tasks[selected(&rec->task, tasks, nt)];
+        runtime_perf_shape ps = like->ps; /* the record's shape: the same but for the rows */
+        ps.num_rows = 1 << rec->task.rows_log2;
+        runtime_layout_class cls = {rec->task.rows_log2, rec->task.groups_log2, rec->task.longest_log2,
+                                    rec->task.mean_log2, rec->task.none_quarters, rec->task.ranks_differ};
+        if (runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &ps, &cls, &rec->sched, (float)rec->costs_us[0]) != DOP_OK) {
+            fprintf(stderr, "dop tune: storing a schedule of %s: %s\n", like->label, dop_context_error(ctx));
+            rc = 1;
+            break;
+        }
+        req[nreq++] = (runtime_module_req){T->kd, ps.max_rank, rec->sched};
+    }
+    double t0 = now_s();
+    if (rc == 0 && nreq && runtime_kernels_prepare(ctx, req, nreq, T->threads) != DOP_OK)
+        fprintf(stderr, "dop tune: compiling: %s\n", dop_context_error(ctx));
+    if (rc == 0)
+        printf("stored the best recorded schedule of %d layout classes (for the %d classes of these arguments); "
+               "their modules compiled in %.1f s\n",
+               nreq, nt, now_s() - t0);
+    free(best);
+    free(req);
+    return rc;
+}
+
 /* ---- tasks -------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -572,7 +642,8 @@ static void usage(FILE *f)
             "  default: --model llama-2-7b --ranks 16 --dtype f16, every layout and row count of the workload grid;\n"
             "  records are appended to --records (default dop-tune.jsonl); the best schedule of every layout class\n"
             "  goes into the cache for dispatch (not with --no-store). --store-only measures nothing: it stores the\n"
-            "  best schedule --records holds for every class and compiles its module.\n");
+            "  best schedule --records holds for every layout class of the chosen shapes, ranks, dtype and row\n"
+            "  counts (of any layout) and compiles its module.\n");
 }
 
 int dop_tune_command(int argc, char **argv)
@@ -783,33 +854,8 @@ int dop_tune_command(int argc, char **argv)
     fflush(stdout);
 
     int rc = 0;
-    if (store_only) { /* the best record of every task into the cache, its module compiled */
-        runtime_module_req *req = calloc((size_t)nt, sizeof *req);
-        int nstored = 0, nreq = 0;
-        for (int i = 0; i < nt; ++i) {
-            const search_record *b = NULL;
-            for (size_t r = 0; r < T.nrecs; ++r)
-                if (T.recs[r].error_no == SEARCH_ERR_OK && T.recs[r].ncosts > 0 &&
-                    !memcmp(&T.recs[r].task, &tasks[i].task, sizeof tasks[i].task) &&
-                    (!b || T.recs[r].costs_us[0] < b->costs_us[0]))
-                    b = &T.recs[r];
-            if (!b)
-                continue;
-            if (runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &tasks[i].ps, &tasks[i].cls, &b->sched,
-                                    (float)b->costs_us[0]) != DOP_OK) {
-                fprintf(stderr, "dop tune: %s: %s\n", tasks[i].label, dop_context_error(ctx));
-                rc = 1;
-                break;
-            }
-            req[nreq++] = (runtime_module_req){T.kd, tasks[i].c.max_rank, b->sched};
-            nstored++;
-        }
-        double t0 = now_s();
-        if (rc == 0 && runtime_kernels_prepare(ctx, req, nreq, T.threads) != DOP_OK)
-            fprintf(stderr, "dop tune: compiling: %s\n", dop_context_error(ctx));
-        printf("stored the best recorded schedule of %d of %d layout classes; their modules compiled in %.1f s\n",
-               nstored, nt, now_s() - t0);
-        free(req);
+    if (store_only) {
+        rc = store_recorded(ctx, &T, tasks, nt);
         nt = 0;
     }
     runtime_bench_options bo;
