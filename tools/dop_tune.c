@@ -606,8 +606,7 @@ static int store_recorded(dop_context *ctx, tune_state *T, const tune_task *task
     for (size_t j = 0; j < nb && rc == 0; ++j) {
         const search_record *rec = &T->recs[best[j]];
         const tune_task *like = &tasks[selected(&rec->task, tasks, nt)];
-        runtime_perf_shape ps = like->ps; /* the record's shape: the same but for the rows */
-        ps.num_rows = 1 << rec->task.rows_log2;
+        runtime_perf_shape ps = like->ps; /* the record's shape, rows of the same bucket */
         runtime_layout_class cls = {rec->task.rows_log2, rec->task.groups_log2, rec->task.longest_log2,
                                     rec->task.mean_log2, rec->task.none_quarters, rec->task.ranks_differ};
         if (runtime_store_tuned(ctx, RUNTIME_OP_APPLY, &ps, &cls, &rec->sched, (float)rec->costs_us[0]) != DOP_OK) {
