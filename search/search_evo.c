@@ -631,8 +631,11 @@ static bool evo_alloc(evo *e)
     e->seen_cap = visits < e->space ? visits : e->space;
     size_t per_round = (size_t)(e->prm.measures_per_round < e->budget ? e->prm.measures_per_round : e->budget);
     size_t nrank = (size_t)e->seen_cap > B ? (size_t)e->seen_cap : B;
-    bool ok = set_init(&e->taken, B) & set_init(&e->seen, (size_t)e->seen_cap) & set_init(&e->gen, P) &
-              set_init(&e->local, LOCAL_ELITES * LOCAL_MUTANTS);
+    /* every allocation is attempted, so the release path sees the same state whichever failed */
+    bool ok = set_init(&e->taken, B);
+    ok = set_init(&e->seen, (size_t)e->seen_cap) && ok;
+    ok = set_init(&e->gen, P) && ok;
+    ok = set_init(&e->local, LOCAL_ELITES * LOCAL_MUTANTS) && ok;
     e->ms = malloc(B * sizeof *e->ms);
     e->mc = malloc(B * sizeof *e->mc);
     e->seen_list = malloc((size_t)e->seen_cap * sizeof *e->seen_list);
