@@ -723,7 +723,7 @@ static void usage(void)
                     "                   [--modes base,dop,static,dop-overlap,static-overlap]\n"
                     "                   [--rank 16] [--layers 32] [--replays N (>= 20)] [--dtype f16|bf16]\n"
                     "                   [--static \"split rows=1 warps=8 vec=8 kc=1024 splitk=4 cols=256\"]\n"
-                    "                   [--json FILE] [--compile-only]\n"
+                    "                   [--json FILE] [--no-pdl] [--compile-only]\n"
                     "See the top of bench/bench_textgen.c and docs/benchmarks.md.\n");
 }
 
@@ -751,13 +751,17 @@ int main(int argc, char **argv)
     int batches[MAX_BATCHES] = {1, 8, 16, 32, 64}, nb = 5;
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nl = 5;
     int modes[NMODES] = {1, 1, 1, 1, 1};
-    int rank = 16, layers = 32, replays = 50, compile_only = 0;
+    int rank = 16, layers = 32, replays = 50, compile_only = 0, pdl = 1;
     dop_dtype dtype = DOP_DTYPE_F16;
     const char *json = NULL, *static_text = BENCH_TEXTGEN_DEFAULT_STATIC;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--compile-only")) {
             compile_only = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-pdl")) {
+            pdl = 0;
             continue;
         }
         if (!v) {
@@ -892,6 +896,8 @@ int main(int argc, char **argv)
     dop_context_options opt;
     dop_context_options_init(&opt);
     opt.flags |= DOP_CONTEXT_WAIT_FOR_COMPILE;
+    if (pdl) /* every LoRA call's kernel before it is the base GEMM, which writes only y (see the top) */
+        opt.flags |= DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
     if (dop_context_create(&opt, &t->ctx) != DOP_OK) {
         fprintf(stderr, "dop-textgen: dop_context_create: %s\n", dop_context_error(NULL));
         return 1;
@@ -946,6 +952,8 @@ int main(int argc, char **argv)
            "replays\n",
            replays);
     printf("# static schedule: [%s]\n", static_name);
+    printf("# programmatic dependent launch of the LoRA kernels (DOP_CONTEXT_PROGRAMMATIC_LAUNCH): %s\n",
+           !pdl ? "off (--no-pdl)" : info.cc_major >= 9 ? "on" : "on, but ignored before sm_90");
 
     setup_weights(t, need_lora ? 1 + need_mixed : 0);
     setup_buffers(t, batches, nb);
@@ -1111,10 +1119,11 @@ int main(int argc, char **argv)
                 fprintf(jf,
                         "{\"bench\":\"textgen\",\"gpu\":\"%s\",\"driver\":%d,\"dop\":\"%s\",\"date\":\"%s\","
                         "\"dtype\":\"%s\",\"layers\":%d,\"hidden\":%d,\"intermediate\":%d,\"rank\":%d,"
-                        "\"batch\":%d,\"layout\":\"%s\",\"segments\":%d,\"replays\":%d,\"attention\":\"left out\"",
+                        "\"batch\":%d,\"layout\":\"%s\",\"segments\":%d,\"replays\":%d,\"attention\":\"left out\","
+                        "\"pdl\":%s",
                         info.name, info.driver_version, dop_version_string(), date,
                         dtype == DOP_DTYPE_BF16 ? "bf16" : "f16", layers, HIDDEN, INTER, rank, B, wl_name, lb.segs,
-                        replays);
+                        replays, pdl && info.cc_major >= 9 ? "true" : "false");
                 for (int m = 0; m < NMODES; ++m) {
                     snprintf(col, sizeof col, "%s_ms", MODE_KEY[m]);
                     json_num(jf, col, ms[m]);

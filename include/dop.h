@@ -182,6 +182,18 @@ DOP_API const char *dop_status_string(dop_status status);
 #define DOP_CONTEXT_WAIT_FOR_COMPILE 1u /**< a call whose kernel is not compiled yet waits for NVRTC */
 #define DOP_CONTEXT_NO_CACHE 2u         /**< do not open the persistent cache */
 #define DOP_CONTEXT_CACHE_READONLY 4u   /**< open the cache read-only (a shipped cache) */
+/**
+ * On sm_90 and newer, launch each call's first kernel with programmatic
+ * dependent launch, so that it starts while the kernel before it on the stream
+ * (typically the base GEMM that writes y) finishes: it resolves the layout and
+ * computes x @ A^T meanwhile, and waits for that kernel to complete before it
+ * reads or writes y. The caller's promise: the kernel immediately before the
+ * call on the stream writes nothing the call reads except y (x, the layout
+ * arrays and the adapter weights are complete before that kernel started).
+ * Ignored before sm_90, and for a call that uploads a host layout or table
+ * first. Without the flag, the calls are ordered on the stream as usual.
+ */
+#define DOP_CONTEXT_PROGRAMMATIC_LAUNCH 8u
 
 typedef struct dop_context_options {
     uint32_t struct_size;   /**< set by dop_context_options_init(); do not change */

@@ -147,6 +147,20 @@ __device__ __forceinline__ void dop_prefetch_l2(const void *p)
     asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %0; prefetch.global.L2 [g]; }" ::"l"(p));
 }
 
+/* Programmatic dependent launch (sm_90+): waits until the grid this one depends
+ * on programmatically (the kernel before it on the stream, when this one was
+ * launched with the programmatic-serialization attribute) has completed and its
+ * writes are visible; returns at once when there is none. Every entry point calls
+ * it before its first access to y or to the intermediate v (reads or writes), so
+ * a launch with the attribute may overlap the previous kernel up to that point:
+ * the layout, the adapter table, A and x are read before it. */
+__device__ __forceinline__ void dop_grid_wait()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /* ---- layout ---------------------------------------------------------------- */
 
 __device__ __forceinline__ int dop_valid_slot(const dop_kparams &p, int slot)
@@ -844,6 +858,7 @@ __device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, in
     dop_tile_init(p, row0, slice, t);
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     __syncthreads();
+    dop_grid_wait(); /* before v is written (a kernel before this one may still read it) */
     float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
     bool atomic = dop_k_splits(p) > 1;
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
@@ -872,6 +887,7 @@ __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt,
     int row0 = rt * DOP_ROWS;
     if (ct * DOP_COLS >= p.d_out[slice])
         return; /* uniform across the CTA: no barrier is skipped by some threads only */
+    dop_grid_wait(); /* the shrink that wrote v (launched just before, possibly programmatically) has finished */
     const float *v = reinterpret_cast<const float *>(p.v) + slice * p.max_rank;
 #if DOP_VPRE <= 8
     /* the tile's intermediate is read before the layout, in the same round trip:
@@ -916,6 +932,7 @@ __device__ __forceinline__ void dop_fused_tile(const dop_kparams &p, int rt, int
     dop_tile_init(p, row0, slice, t);
     dop_shrink_range(p, t, row0, 0, p.d_in, sv);
     __syncthreads();
+    dop_grid_wait(); /* before y */
     for (int col0 = ct * DOP_COLS; col0 < p.d_out[slice]; col0 += ct_step * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sv);
 }
@@ -939,6 +956,7 @@ __device__ __forceinline__ void dop_counter_tile(const dop_kparams &p, int rt, i
         return; /* uniform: nothing to add and nothing to expand for this tile */
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     __syncthreads();
+    dop_grid_wait(); /* before v and y */
     float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
@@ -1086,6 +1104,7 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_cluster(const dop_
     }
     dop_cluster_arrive(); /* done reading the peers' partials */
     __syncthreads();      /* sfull is complete */
+    dop_grid_wait();      /* before y (the prefetch above only asks for lines) */
     for (int col0 = (int)ks * DOP_COLS; col0 < p.d_out[slice]; col0 += (int)cs * DOP_COLS)
         dop_expand_tile(p, t, slice, row0, col0, sfull);
     dop_cluster_wait(); /* no CTA leaves while a peer may still read its shared memory */

@@ -194,7 +194,8 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     if ((unsigned)opt->log_level > DOP_LOG_DEBUG)
         return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: opt->log_level %d is unknown",
                             (int)opt->log_level);
-    if (opt->flags & ~(DOP_CONTEXT_WAIT_FOR_COMPILE | DOP_CONTEXT_NO_CACHE | DOP_CONTEXT_CACHE_READONLY))
+    if (opt->flags & ~(DOP_CONTEXT_WAIT_FOR_COMPILE | DOP_CONTEXT_NO_CACHE | DOP_CONTEXT_CACHE_READONLY |
+                       DOP_CONTEXT_PROGRAMMATIC_LAUNCH))
         return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_create: unknown flags 0x%x in opt->flags",
                             opt->flags);
 

@@ -414,32 +414,64 @@ typedef struct call_args {
     dop_stream stream;
 } call_args;
 
+/* Sets *attr to programmatic stream serialization (programmatic dependent
+ * launch, sm_90+): the kernel may start while the kernel before it on the stream
+ * finishes; every entry point waits for that kernel (dop_grid_wait) before it
+ * touches y or the intermediate. */
+static void pdl_attribute(CUlaunchAttribute *attr)
+{
+    memset(attr, 0, sizeof *attr);
+    attr->id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr->value.programmaticStreamSerializationAllowed = 1;
+}
+
+/* One launch of f; with pdl, a programmatic dependent launch (see pdl_attribute). */
 static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
-                         dop_kparams *kp, dop_stream stream, const char *what)
+                         dop_kparams *kp, bool pdl, dop_stream stream, const char *what)
 {
     void *args[] = {kp};
-    CUresult r = ctx->drv->fn_cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, (CUstream)stream, args, NULL);
+    CUresult r;
+    if (!pdl) {
+        r = ctx->drv->fn_cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, (CUstream)stream, args, NULL);
+    } else {
+        CUlaunchAttribute attr;
+        pdl_attribute(&attr);
+        CUlaunchConfig cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.gridDimX = gx;
+        cfg.gridDimY = gy;
+        cfg.gridDimZ = gz;
+        cfg.blockDimX = threads;
+        cfg.blockDimY = 1;
+        cfg.blockDimZ = 1;
+        cfg.hStream = (CUstream)stream;
+        cfg.attrs = &attr;
+        cfg.numAttrs = 1;
+        r = ctx->drv->fn_cuLaunchKernelEx(&cfg, f, args, NULL);
+    }
     return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, what);
 }
 
 enum { ENTRY_SHRINK, ENTRY_EXPAND, ENTRY_FUSED, ENTRY_COUNTER };
 
 /* The cluster sketch's one launch: clusters of `split` CTAs along x (the K splits
- * of one row tile), row tiles x split CTAs along x, slices along y. */
+ * of one row tile), row tiles x split CTAs along x, slices along y; with pdl a
+ * programmatic dependent launch too. */
 static dop_status launch_cluster(dop_context *ctx, const runtime_kernel *k, unsigned row_tiles, unsigned split,
-                                 unsigned slices, unsigned threads, dop_kparams *kp, dop_stream stream)
+                                 unsigned slices, unsigned threads, dop_kparams *kp, bool pdl, dop_stream stream)
 {
     if (!k->cluster)
         return runtime_fail(ctx, DOP_ERR_INTERNAL, "cuLaunchKernelEx (cluster): the module has no cluster entry point");
     if ((unsigned long long)row_tiles * split > 0x7fffffffull)
         return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "cuLaunchKernelEx (cluster): %u row tiles x %u K splits "
                             "exceed the grid", row_tiles, split);
-    CUlaunchAttribute attr;
-    memset(&attr, 0, sizeof attr);
-    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attr.value.clusterDim.x = split;
-    attr.value.clusterDim.y = 1;
-    attr.value.clusterDim.z = 1;
+    CUlaunchAttribute attr[2];
+    memset(&attr[0], 0, sizeof attr[0]);
+    attr[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr[0].value.clusterDim.x = split;
+    attr[0].value.clusterDim.y = 1;
+    attr[0].value.clusterDim.z = 1;
+    pdl_attribute(&attr[1]);
     CUlaunchConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.gridDimX = row_tiles * split;
@@ -449,8 +481,8 @@ static dop_status launch_cluster(dop_context *ctx, const runtime_kernel *k, unsi
     cfg.blockDimY = 1;
     cfg.blockDimZ = 1;
     cfg.hStream = (CUstream)stream;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 2 : 1;
     void *args[] = {kp};
     CUresult r = ctx->drv->fn_cuLaunchKernelEx(&cfg, k->cluster, args, NULL);
     return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, "cuLaunchKernelEx (cluster)");
@@ -462,7 +494,7 @@ static dop_status launch_cluster(dop_context *ctx, const runtime_kernel *k, unsi
  * tiles (the kernel takes the tile counts from kp, not from the grid). */
 static dop_status launch_tiles(dop_context *ctx, const runtime_kernel *k, int entry, unsigned long long gx,
                                unsigned long long gy, unsigned long long gz, unsigned threads, dop_kparams *kp,
-                               dop_stream stream, const char *what)
+                               bool pdl, dop_stream stream, const char *what)
 {
     CUfunction fs[4] = {k->shrink, k->expand, k->fused, k->counter};
     if (!fs[entry]) /* a module holds its own sketch's entry points only */
@@ -470,11 +502,11 @@ static dop_status launch_tiles(dop_context *ctx, const runtime_kernel *k, int en
                             entry);
     if (k->sched.persist) {
         unsigned long long tiles = gx * gy * gz, n = k->resident[entry] ? k->resident[entry] : 1u;
-        return launch(ctx, fs[entry], (unsigned)(tiles < n ? tiles : n), 1, 1, threads, kp, stream, what);
+        return launch(ctx, fs[entry], (unsigned)(tiles < n ? tiles : n), 1, 1, threads, kp, pdl, stream, what);
     }
     if (gy > 65535)
         gy = 65535; /* column tiles: CTAs stride over the rest */
-    return launch(ctx, fs[entry], (unsigned)gx, (unsigned)gy, (unsigned)gz, threads, kp, stream, what);
+    return launch(ctx, fs[entry], (unsigned)gx, (unsigned)gy, (unsigned)gz, threads, kp, pdl, stream, what);
 }
 
 static dop_status run_call(dop_context *ctx, const call_args *a)
@@ -643,8 +675,15 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
     kp.k_per_cta = kpc;
     int split = (c.d_in + kpc - 1) / kpc;
 
+    /* Programmatic dependent launch (sm_90+): the second kernel of a split apply
+     * always (it waits for the shrink before it reads v); a call's first kernel
+     * when the context asks for it and nothing of the call (an upload, a memset) is
+     * enqueued before it. */
+    const bool pdl_ok = ctx->info.cc_major >= 9;
+    const bool pdl_first = pdl_ok && (ctx->flags & DOP_CONTEXT_PROGRAMMATIC_LAUNCH) && !l.upload && !w.upload;
     if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_CLUSTER) {
-        st = launch_cluster(ctx, k, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, a->stream);
+        st = launch_cluster(ctx, k, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, pdl_first,
+                            a->stream);
     } else if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED_COUNTER) {
         kp.counters = wsp + ws.cnt_off;
         CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, (ws.v_size + ws.cnt_size) / 4,
@@ -654,10 +693,10 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
             goto out;
         }
         st = launch_tiles(ctx, k, ENTRY_COUNTER, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
-                          a->stream, "cuLaunchKernel (fused, counters)");
+                          false, a->stream, "cuLaunchKernel (fused, counters)");
     } else if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_FUSED) {
-        st = launch_tiles(ctx, k, ENTRY_FUSED, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp, a->stream,
-                          "cuLaunchKernel (fused)");
+        st = launch_tiles(ctx, k, ENTRY_FUSED, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp,
+                          pdl_first, a->stream, "cuLaunchKernel (fused)");
     } else if (a->op == RUNTIME_OP_APPLY) {
         if (split > 1) {
             CUresult r = ctx->drv->fn_cuMemsetD32Async(wsp + ws.v_off, 0, ws.v_size / 4, (CUstream)a->stream);
@@ -668,16 +707,16 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
         }
         kp.accumulate = 0;
         st = launch_tiles(ctx, k, ENTRY_SHRINK, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
-                          a->stream, "cuLaunchKernel (shrink)");
+                          pdl_first && split == 1, a->stream, "cuLaunchKernel (shrink)");
         if (st == DOP_OK)
             st = launch_tiles(ctx, k, ENTRY_EXPAND, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp,
-                              a->stream, "cuLaunchKernel (expand)");
+                              pdl_ok, a->stream, "cuLaunchKernel (expand)");
     } else if (a->op == RUNTIME_OP_SHRINK) {
         st = launch_tiles(ctx, k, ENTRY_SHRINK, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp,
-                          a->stream, "cuLaunchKernel (shrink)");
+                          pdl_first, a->stream, "cuLaunchKernel (shrink)");
     } else {
         st = launch_tiles(ctx, k, ENTRY_EXPAND, row_tiles, col_tiles, (unsigned)c.num_slices, threads, &kp,
-                          a->stream, "cuLaunchKernel (expand)");
+                          pdl_first, a->stream, "cuLaunchKernel (expand)");
     }
     if (st == DOP_OK) {
         t_last_sched = sched;
