@@ -70,6 +70,11 @@
  * LoRA adds), and likewise dop-overlap against dop and static-overlap against
  * static (the same arithmetic in another order: they must agree to rounding).
  *
+ * The context is created with DOP_CONTEXT_PROGRAMMATIC_LAUNCH (--no-pdl: without):
+ * every LoRA call's first kernel follows the GEMM that writes its y (in the
+ * overlap modes, the expand follows the join after the GEMM), which writes
+ * nothing else the call reads, so the call's kernel may start as the GEMM ends.
+ *
  * dop uses the driver API (runtime_driver table) on the device's primary
  * context; cuBLAS (CUDA runtime) is bound to the same primary context, which is
  * checked. Streams, graphs, events, memory and the small kernels all go through
