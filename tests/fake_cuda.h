@@ -50,6 +50,7 @@ typedef struct fk_launch {
     CUmodule module;
     unsigned grid[3], block[3], smem;
     unsigned cluster; /* cluster size along x (cuLaunchKernelEx), 0 for cuLaunchKernel */
+    int pdl;          /* launched with programmatic stream serialization (cuLaunchKernelEx) */
     CUstream stream;
     dop_kparams kp; /* copy of the argument block */
 } fk_launch;
@@ -348,20 +349,28 @@ static CUresult fk_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsign
         r = CUDA_ERROR_INVALID_VALUE;
     } else if (r == CUDA_SUCCESS) {
         fk_launch *l = &g_fk.launch[g_fk.nlaunch++];
-        *l = (fk_launch){(int)((uintptr_t)f & 0xffu), mod->handle, {gx, gy, gz}, {bx, by, bz}, smem, 0, st, {0}};
+        *l = (fk_launch){(int)((uintptr_t)f & 0xffu), mod->handle, {gx, gy, gz}, {bx, by, bz}, smem, 0, 0, st, {0}};
         memcpy(&l->kp, params[0], sizeof l->kp);
     }
     FK_UNLOCK();
     return r;
 }
-/* Takes the cluster dimension attribute (required: only the cluster sketch uses this launch). */
+/* Takes the cluster dimension (the grid's x a multiple of it) and programmatic stream
+ * serialization (value 1) attributes, each at most once, at least one of them; anything
+ * else is a bad call. */
 static CUresult fk_cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra)
 {
     unsigned cl = 0;
-    for (unsigned i = 0; c && i < c->numAttrs; ++i)
-        if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
-            cl = c->attrs[i].value.clusterDim.x;
-    if (!c || !cl || c->gridDimX % cl) {
+    int pdl = 0, bad = !c || !c->numAttrs || !c->attrs;
+    for (unsigned i = 0; !bad && i < c->numAttrs; ++i) {
+        if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION && !cl)
+            bad |= !(cl = c->attrs[i].value.clusterDim.x) || c->gridDimX % cl;
+        else if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION && !pdl)
+            bad |= (pdl = (int)c->attrs[i].value.programmaticStreamSerializationAllowed) != 1;
+        else
+            bad = 1;
+    }
+    if (bad) {
         FK_LOCK();
         g_fk.bad_calls++;
         FK_UNLOCK();
@@ -372,6 +381,7 @@ static CUresult fk_cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void 
     if (r == CUDA_SUCCESS) {
         FK_LOCK();
         g_fk.launch[g_fk.nlaunch - 1].cluster = cl;
+        g_fk.launch[g_fk.nlaunch - 1].pdl = pdl;
         FK_UNLOCK();
     }
     return r;

@@ -305,12 +305,13 @@ static void test_no_driver(void **state)
     opt.log_level = (dop_log_level)-1;
     EXPECT(dop_context_create(&opt, &ctx), DOP_ERR_INVALID_ARGUMENT, NULL, "log_level");
     assert_null(ctx);
-    /* flags: the three known bits pass validation (then the driver is missing), any other bit is refused */
+    /* flags: the four known bits pass validation (then the driver is missing), any other bit is refused */
     dop_context_options_init(&opt);
     assert_true(opt.flags == 0 && opt.cache_path == NULL);
-    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE | DOP_CONTEXT_NO_CACHE | DOP_CONTEXT_CACHE_READONLY;
+    opt.flags = DOP_CONTEXT_WAIT_FOR_COMPILE | DOP_CONTEXT_NO_CACHE | DOP_CONTEXT_CACHE_READONLY |
+                DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
     EXPECT(dop_context_create(&opt, &ctx), DOP_ERR_UNAVAILABLE, NULL, "libcuda");
-    const uint32_t unknown[] = {8u, 0x100u, 0x80000000u, DOP_CONTEXT_WAIT_FOR_COMPILE | 0x10u};
+    const uint32_t unknown[] = {16u, 0x100u, 0x80000000u, DOP_CONTEXT_WAIT_FOR_COMPILE | 0x10u};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; ++i) {
         opt.flags = unknown[i];
         ctx = (dop_context *)(uintptr_t)0x1;
@@ -1047,6 +1048,59 @@ static void test_dispatch(void **state)
     runtime_force_schedule(NULL);
 }
 
+/* Programmatic dependent launch on sm_90 (the fake device): the split sketch's expand always;
+ * a call's first kernel only with DOP_CONTEXT_PROGRAMMATIC_LAUNCH and nothing of the call
+ * (a memset, an upload) enqueued before it. */
+static void test_programmatic_launch(void **state)
+{
+    fx *f = *state;
+    dop_layout l = f->lay;
+    l.dev_row_slot = DEVP(0x60000000u);
+    search_schedule one = S1, fz = S1, ct = S1;
+    one.split_k = 1; /* one K split: no memset before the shrink */
+    fz.sketch = SEARCH_SKETCH_FUSED, fz.split_k = 1;
+    ct.sketch = SEARCH_SKETCH_FUSED_COUNTER;
+    search_schedule cl = search_schedule_make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 256, 16, 256, 0, 1, 0);
+    static const struct {
+        int flag, host_layout, sketch, split_k1; /* the call */
+        int nlaunch, pdl0, pdl1, nmemset;        /* what it enqueues */
+    } want[] = {
+        {0, 0, 1, 0, 2, 0, 1, 1}, /* split, split-K: memset, shrink, programmatic expand */
+        {0, 0, 1, 1, 2, 0, 1, 0}, /* split, one K split, no flag: the first kernel is plain */
+        {0, 0, 2, 0, 1, 0, -1, 0}, {0, 0, 4, 0, 1, 0, -1, 0}, {0, 0, 3, 0, 1, 0, -1, 1},
+        {1, 0, 1, 0, 2, 0, 1, 1}, /* with the flag: the memset stays first, the shrink after it is plain */
+        {1, 0, 1, 1, 2, 1, 1, 0}, {1, 0, 2, 0, 1, 1, -1, 0}, {1, 0, 4, 0, 1, 1, -1, 0},
+        {1, 0, 3, 0, 1, 0, -1, 1}, /* counter: its memset comes first */
+        {1, 1, 2, 0, 1, 0, -1, 0}, /* a host layout is uploaded first */
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; ++i) {
+        const search_schedule *s = want[i].sketch == 2 ? &fz : want[i].sketch == 3 ? &ct
+                                   : want[i].sketch == 4 ? &cl : want[i].split_k1 ? &one : &S1;
+        runtime_force_schedule(s);
+        g_ctx->flags = want[i].flag ? g_ctx->flags | DOP_CONTEXT_PROGRAMMATIC_LAUNCH
+                                    : g_ctx->flags & ~DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
+        RUN_OK(AP, c_.lay = want[i].host_layout ? &f->lay : &l);
+        if (g_fk.nlaunch != want[i].nlaunch || g_fk.launch[0].pdl != want[i].pdl0 ||
+            (want[i].pdl1 >= 0 && g_fk.launch[1].pdl != want[i].pdl1) || g_fk.nmemset != want[i].nmemset)
+            print_error("case %zu: %d launches (pdl %d, %d), %d memsets\n", i, g_fk.nlaunch, g_fk.launch[0].pdl,
+                        g_fk.launch[1].pdl, g_fk.nmemset);
+        assert_int_equal(g_fk.nlaunch, want[i].nlaunch);
+        assert_int_equal(g_fk.launch[0].pdl, want[i].pdl0);
+        if (want[i].pdl1 >= 0)
+            assert_int_equal(g_fk.launch[1].pdl, want[i].pdl1);
+        assert_int_equal(g_fk.nmemset, want[i].nmemset);
+        assert_true((g_fk.launch[0].cluster > 0) == (want[i].sketch == 4));
+    }
+    /* the shrink and expand ops with the flag: each kernel may start early */
+    runtime_force_schedule(&one);
+    RUN_OK(SH, c_.lay = &l);
+    assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 1);
+    RUN_OK(EX, c_.lay = &l);
+    assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 1);
+    g_ctx->flags &= ~DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
+    runtime_force_schedule(NULL);
+}
+
 static void test_capture(void **state)
 {
     fx *f = *state;
@@ -1147,7 +1201,8 @@ int main(void)
         T(test_table_update),           T(test_workspace_size),    T(test_call_arguments),
         T(test_layout_validation),      T(test_weights_validation), T(test_apply_table_device_layout),
         T(test_apply_uploads),          T(test_graph_replay_same_grid), T(test_shrink_expand),
-        T(test_dispatch),               T(test_capture),           T(test_launch_failure),
+        T(test_dispatch),               T(test_programmatic_launch), T(test_capture),
+        T(test_launch_failure),
         T(test_thread_errors),          T(test_destroy_forgets_error),
     };
 #undef T
