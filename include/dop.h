@@ -190,8 +190,10 @@ DOP_API const char *dop_status_string(dop_status status);
  * reads or writes y. The caller's promise: the kernel immediately before the
  * call on the stream writes nothing the call reads except y (x, the layout
  * arrays and the adapter weights are complete before that kernel started).
- * Ignored before sm_90, and for a call that uploads a host layout or table
- * first. Without the flag, the calls are ordered on the stream as usual.
+ * Ignored before sm_90, and for a call that enqueues a copy or a memset before
+ * its first kernel (an upload of a host layout or table; the zeroing of the
+ * intermediate under split-K or the counter sketch). Without the flag, calls are
+ * ordered on the stream as usual.
  */
 #define DOP_CONTEXT_PROGRAMMATIC_LAUNCH 8u
 

@@ -425,17 +425,17 @@ static void pdl_attribute(CUlaunchAttribute *attr)
     attr->value.programmaticStreamSerializationAllowed = 1;
 }
 
-/* One launch of f; with pdl, a programmatic dependent launch (see pdl_attribute). */
-static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
-                         dop_kparams *kp, bool pdl, dop_stream stream, const char *what)
+/* One launch of f over gx x gy x gz CTAs with the kernel's argument block kp:
+ * cuLaunchKernel without attributes, else cuLaunchKernelEx with them. */
+static dop_status launch_with(dop_context *ctx, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                              unsigned threads, dop_kparams *kp, CUlaunchAttribute *attrs, unsigned nattrs,
+                              dop_stream stream, const char *what)
 {
     void *args[] = {kp};
     CUresult r;
-    if (!pdl) {
+    if (!nattrs) {
         r = ctx->drv->fn_cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, (CUstream)stream, args, NULL);
     } else {
-        CUlaunchAttribute attr;
-        pdl_attribute(&attr);
         CUlaunchConfig cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.gridDimX = gx;
@@ -445,11 +445,20 @@ static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned g
         cfg.blockDimY = 1;
         cfg.blockDimZ = 1;
         cfg.hStream = (CUstream)stream;
-        cfg.attrs = &attr;
-        cfg.numAttrs = 1;
+        cfg.attrs = attrs;
+        cfg.numAttrs = nattrs;
         r = ctx->drv->fn_cuLaunchKernelEx(&cfg, f, args, NULL);
     }
     return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, what);
+}
+
+/* One launch of f; with pdl, a programmatic dependent launch (see pdl_attribute). */
+static dop_status launch(dop_context *ctx, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
+                         dop_kparams *kp, bool pdl, dop_stream stream, const char *what)
+{
+    CUlaunchAttribute attr;
+    pdl_attribute(&attr);
+    return launch_with(ctx, f, gx, gy, gz, threads, kp, &attr, pdl ? 1 : 0, stream, what);
 }
 
 enum { ENTRY_SHRINK, ENTRY_EXPAND, ENTRY_FUSED, ENTRY_COUNTER };
@@ -472,20 +481,8 @@ static dop_status launch_cluster(dop_context *ctx, const runtime_kernel *k, unsi
     attr[0].value.clusterDim.y = 1;
     attr[0].value.clusterDim.z = 1;
     pdl_attribute(&attr[1]);
-    CUlaunchConfig cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDimX = row_tiles * split;
-    cfg.gridDimY = slices;
-    cfg.gridDimZ = 1;
-    cfg.blockDimX = threads;
-    cfg.blockDimY = 1;
-    cfg.blockDimZ = 1;
-    cfg.hStream = (CUstream)stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 2 : 1;
-    void *args[] = {kp};
-    CUresult r = ctx->drv->fn_cuLaunchKernelEx(&cfg, k->cluster, args, NULL);
-    return r == CUDA_SUCCESS ? DOP_OK : runtime_fail_cu(ctx, r, "cuLaunchKernelEx (cluster)");
+    return launch_with(ctx, k->cluster, row_tiles * split, slices, 1, threads, kp, attr, pdl ? 2 : 1, stream,
+                       "cuLaunchKernelEx (cluster)");
 }
 
 /* Launches entry point `entry` of k over gx x gy x gz tiles: that grid for a
