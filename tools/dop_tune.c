@@ -581,7 +581,11 @@ static int selected(const search_task *r, const tune_task *tasks, int nt)
  * selection (every class: see selected) and compiles their modules. 0 or 1 (the message printed). */
 static int store_recorded(dop_context *ctx, tune_state *T, const tune_task *tasks, int nt)
 {
-    size_t *best = malloc((T->nrecs ? T->nrecs : 1) * sizeof *best); /* per distinct task: its best record */
+    /* per distinct record task: its best record and the run's task it was selected by */
+    struct pick {
+        size_t rec;
+        int task;
+    } *best = malloc((T->nrecs ? T->nrecs : 1) * sizeof *best);
     runtime_module_req *req = malloc((T->nrecs ? T->nrecs : 1) * sizeof *req);
     if (!best || !req) {
         free(best);
@@ -592,20 +596,21 @@ static int store_recorded(dop_context *ctx, tune_state *T, const tune_task *task
     size_t nb = 0;
     for (size_t r = 0; r < T->nrecs; ++r) {
         const search_record *rec = &T->recs[r];
-        if (rec->error_no != SEARCH_ERR_OK || rec->ncosts < 1 || selected(&rec->task, tasks, nt) < 0)
+        int ti = rec->error_no == SEARCH_ERR_OK && rec->ncosts >= 1 ? selected(&rec->task, tasks, nt) : -1;
+        if (ti < 0)
             continue;
         size_t j = 0;
-        while (j < nb && memcmp(&T->recs[best[j]].task, &rec->task, sizeof rec->task))
+        while (j < nb && memcmp(&T->recs[best[j].rec].task, &rec->task, sizeof rec->task))
             ++j;
         if (j == nb)
-            best[nb++] = r;
-        else if (rec->costs_us[0] < T->recs[best[j]].costs_us[0])
-            best[j] = r;
+            best[nb++] = (struct pick){r, ti};
+        else if (rec->costs_us[0] < T->recs[best[j].rec].costs_us[0])
+            best[j].rec = r;
     }
     int rc = 0, nreq = 0;
     for (size_t j = 0; j < nb && rc == 0; ++j) {
-        const search_record *rec = &T->recs[best[j]];
-        const tune_task *like = &tasks[selected(&rec->task, tasks, nt)];
+        const search_record *rec = &T->recs[best[j].rec];
+        const tune_task *like = &tasks[best[j].task];
         runtime_perf_shape ps = like->ps; /* the record's shape, rows of the same bucket */
         runtime_layout_class cls = {rec->task.rows_log2, rec->task.groups_log2, rec->task.longest_log2,
                                     rec->task.mean_log2, rec->task.none_quarters, rec->task.ranks_differ};
