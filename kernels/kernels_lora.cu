@@ -50,9 +50,11 @@
  *
  * Latency, not bandwidth, limits these kernels at decode sizes, so each CTA
  * is a short chain of independent memory rounds: (1) the layout of its rows
- * (a parallel scan over segments, no binary search in global memory), (2) the
- * adapter entries of those rows, (3) all of A and x for its K range with many
- * loads in flight, (4) the reduction in shared memory and one write. Warps
+ * (a parallel scan over segments, no binary search in global memory) and,
+ * for tables of up to DOP_TABLE adapter slots, every slot's entry in the same
+ * round (else (2) the entries of the tile's rows), (3) all of A and x for its
+ * K range with many loads in flight, (4) the reduction in shared memory and
+ * one write. Warps
  * split the K range among themselves when the rank is smaller than the warp
  * count, so every warp has work at every rank.
  *
@@ -155,6 +157,26 @@ __device__ __forceinline__ void dop_grid_wait()
 #endif
 }
 
+/* Lets the kernel after this one on the stream, when it was launched with the
+ * programmatic-serialization attribute, start once every CTA of this grid has
+ * called this (instead of once they have all exited), so its launch and its
+ * work before its own wait overlap this kernel. Safe anywhere: a dependent's
+ * griddepcontrol.wait still waits for this whole grid to complete and flush.
+ * Only the split sketch's shrink calls it, after its K range, so that its
+ * expand (always launched programmatically) is resident when the shrink ends.
+ * Where it goes matters (H200, split, 32 and 64 rows, ranks 16 and 64, 4096
+ * and 11008 -> 4096, against no call): after the K range, calls 1 - 4%
+ * shorter; at the shrink's start, within 4% either way at rank 16 but 5 - 16%
+ * longer at rank 64, where the expand's waiting CTAs sit on the SMs during the
+ * longer shrink. A persistent shrink does not call it: after its first tile,
+ * calls of 64 rows at rank 64 took 13 - 20% longer. */
+__device__ __forceinline__ void dop_grid_launch_dependents()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /* ---- layout ---------------------------------------------------------------- */
 
 __device__ __forceinline__ int dop_valid_slot(const dop_kparams &p, int slot)
@@ -179,6 +201,16 @@ __device__ __forceinline__ int dop_row_slot_search(const dop_kparams &p, int row
     return dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[lo] : lo);
 }
 
+/* Adapter tables of up to DOP_TABLE slots are read with the layout, into shared
+ * memory (search_schedule_smem counts it); not in the cp.async-staged schedules,
+ * whose ring already fills most of the shared memory, nor in persistent ones
+ * (H200, split, 64 rows at rank 64: 3 - 4% longer with it). */
+#if DOP_STAGES > 1 || DOP_PERSIST
+#define DOP_TABLE 0
+#else
+#define DOP_TABLE 64 /* SEARCH_TILE_TABLE */
+#endif
+
 /* The rows of one CTA grouped by adapter: group g has slot gslot[g], rows
  * {j : bit j of gmask[g]} and that adapter's weights for the CTA's slice.
  * Built by dop_tile_init; read after its closing barrier. */
@@ -191,64 +223,148 @@ struct dop_tile {
     int gfirst[DOP_ROWS]; /* a row of the group, to find its adapter */
     unsigned gmask[DOP_ROWS];
     int ngroups;
+#if DOP_TABLE
+    /* the entries of every slot for the CTA's slice, when num_slots <= DOP_TABLE */
+    const dop_u16 *tA[DOP_TABLE];
+    const dop_u16 *tB[DOP_TABLE];
+    int trank[DOP_TABLE];
+    float tscale[DOP_TABLE];
+#endif
 };
 
+/* The entry of adapter slot s (>= 0) for one slice as the device arrays hold it;
+ * dop_clamp_rank gives the rank the kernels use. */
+struct dop_entry {
+    const dop_u16 *A, *B;
+    int rank;
+    float scale;
+};
+
+__device__ __forceinline__ dop_entry dop_load_entry(const dop_kparams &p, int s, int slice)
+{
+    int e = s * p.num_slices + slice;
+    dop_entry r;
+    r.A = reinterpret_cast<const dop_u16 *const *>(p.a_ptrs)[e];
+    r.B = reinterpret_cast<const dop_u16 *const *>(p.b_ptrs)[e];
+    r.rank = p.ranks ? reinterpret_cast<const int *>(p.ranks)[e] : p.uniform_rank;
+    r.scale = p.scales ? reinterpret_cast<const float *>(p.scales)[e] : p.uniform_scale;
+    return r;
+}
+
+__device__ __forceinline__ int dop_clamp_rank(const dop_kparams &p, const dop_entry &en)
+{
+    int rank = en.rank < 0 ? 0 : (en.rank > p.max_rank ? p.max_rank : en.rank);
+    return en.A && en.B ? rank : 0;
+}
+
+/* Fills t (the slot, adapter and group of every row of the tile) in one memory
+ * round trip where it can: every load that does not depend on another is
+ * issued before any result is used -- the layout of the tile's rows (row
+ * layout: one load per row; segments: up to DOP_THREADS of them, one thread
+ * per segment) and, for tables of up to DOP_TABLE slots, every slot's entry,
+ * one thread per slot. Then each segment writes the rows it covers, and warp 0
+ * (one lane per row) picks each row's entry (from shared memory, or with one
+ * more round trip for larger tables) and groups the rows. Three barriers with
+ * segments, two with the row layout. */
 __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, int slice, dop_tile &t)
 {
-    int tid = threadIdx.x;
+    const int tid = threadIdx.x;
+    const bool table = DOP_TABLE > 0 && p.num_slots <= DOP_TABLE;
+    const int rend = min(row0 + DOP_ROWS, p.num_rows);
+    int nseg = 0;
+    if (!p.row_slot)
+        nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
+    /* -- the independent loads, into registers -- */
+#if DOP_TABLE
+    constexpr int TPT = (DOP_TABLE + DOP_THREADS - 1) / DOP_THREADS; /* table slots per thread */
+    dop_entry ent[TPT];
+    if (table) {
+#pragma unroll
+        for (int u = 0; u < TPT; ++u) {
+            int s = tid + u * DOP_THREADS;
+            if (s < p.num_slots)
+                ent[u] = dop_load_entry(p, s, slice);
+        }
+    }
+#endif
+    int myslot = -1, sa = 0, sb = 0, ss = -1;
     if (p.row_slot) {
+        if (tid < DOP_ROWS && row0 + tid < p.num_rows)
+            myslot = dop_valid_slot(p, reinterpret_cast<const int *>(p.row_slot)[row0 + tid]);
+    } else if (nseg > 4 * DOP_THREADS) {
         if (tid < DOP_ROWS)
-            t.slot[tid] = row0 + tid < p.num_rows ? dop_valid_slot(p, reinterpret_cast<const int *>(p.row_slot)[row0 + tid]) : -1;
-    } else {
-        int nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
-        if (nseg > 4 * DOP_THREADS) {
-            if (tid < DOP_ROWS)
-                t.slot[tid] = dop_row_slot_search(p, row0 + tid, nseg);
-        } else {
-            if (tid < DOP_ROWS)
-                t.slot[tid] = -1;
-            __syncthreads();
-            /* every thread takes segments; a segment writes the tile rows it covers */
-            const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
-            int rend = min(row0 + DOP_ROWS, p.num_rows);
-            for (int i = tid; i < nseg; i += DOP_THREADS) {
-                /* the three loads are independent: one memory round trip */
-                int a = max(indptr[i], row0), b = min(indptr[i + 1], rend);
-                int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
-                for (int r = a; r < b; ++r)
-                    t.slot[r - row0] = s;
+            myslot = dop_row_slot_search(p, row0 + tid, nseg);
+    } else if (tid < nseg) {
+        /* the three loads are independent: one memory round trip */
+        const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+        sa = max(indptr[tid], row0);
+        sb = min(indptr[tid + 1], rend);
+        ss = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[tid] : tid);
+    }
+    /* -- then the shared-memory writes -- */
+    if (tid < DOP_ROWS)
+        t.slot[tid] = myslot; /* segments: -1 until a segment covers the row */
+#if DOP_TABLE
+    if (table) {
+#pragma unroll
+        for (int u = 0; u < TPT; ++u) {
+            int s = tid + u * DOP_THREADS;
+            if (s < p.num_slots) {
+                t.tA[s] = ent[u].A;
+                t.tB[s] = ent[u].B;
+                t.trank[s] = dop_clamp_rank(p, ent[u]);
+                t.tscale[s] = ent[u].scale;
             }
         }
     }
-    __syncthreads();
-    if (tid < DOP_ROWS) {
-        int s = t.slot[tid], rank = 0;
-        const dop_u16 *A = 0, *B = 0;
-        float scale = 0.f;
-        if (s >= 0) {
-            int e = s * p.num_slices + slice;
-            A = reinterpret_cast<const dop_u16 *const *>(p.a_ptrs)[e];
-            B = reinterpret_cast<const dop_u16 *const *>(p.b_ptrs)[e];
-            rank = p.ranks ? reinterpret_cast<const int *>(p.ranks)[e] : p.uniform_rank;
-            scale = p.scales ? reinterpret_cast<const float *>(p.scales)[e] : p.uniform_scale;
-            rank = rank < 0 ? 0 : (rank > p.max_rank ? p.max_rank : rank);
-            if (!A || !B)
-                rank = 0;
+#endif
+    if (!p.row_slot && nseg <= 4 * DOP_THREADS) {
+        __syncthreads(); /* every row is -1 before segments write theirs */
+        for (int r = sa; r < sb; ++r)
+            t.slot[r - row0] = ss;
+        /* more segments than threads: the rest, one round trip per DOP_THREADS segments */
+        const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+        for (int i = tid + DOP_THREADS; i < nseg; i += DOP_THREADS) {
+            int a = max(indptr[i], row0), b = min(indptr[i + 1], rend);
+            int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
+            for (int r = a; r < b; ++r)
+                t.slot[r - row0] = s;
         }
-        t.rank_of[tid] = rank;
-        t.rA[tid] = A;
-        t.rB[tid] = B;
-        t.rscale[tid] = scale;
     }
     __syncthreads();
     if (tid < 32) {
-        /* warp 0, one lane per row (DOP_ROWS <= 32): a row with an update joins the
-         * rows of its slot; the first row of each slot leads the group, and groups
-         * are numbered in row order */
-        int j = tid;
-        bool has = j < DOP_ROWS && t.rank_of[j] > 0;
+        /* warp 0, one lane per row (DOP_ROWS <= 32): the row's entry; then a row
+         * with an update joins the rows of its slot, the first row of each slot
+         * leads the group, and groups are numbered in row order */
+        int j = tid, s = j < DOP_ROWS ? t.slot[j] : -1, rank = 0;
+        const dop_u16 *A = 0, *B = 0;
+        float scale = 0.f;
+        if (s >= 0) {
+#if DOP_TABLE
+            if (table) {
+                A = t.tA[s];
+                B = t.tB[s];
+                rank = t.trank[s];
+                scale = t.tscale[s];
+            } else
+#endif
+            {
+                dop_entry en = dop_load_entry(p, s, slice);
+                A = en.A;
+                B = en.B;
+                rank = dop_clamp_rank(p, en);
+                scale = en.scale;
+            }
+        }
+        if (j < DOP_ROWS) {
+            t.rank_of[j] = rank;
+            t.rA[j] = A;
+            t.rB[j] = B;
+            t.rscale[j] = scale;
+        }
+        bool has = rank > 0;
         unsigned same, before = (1u << j) - 1u;
-        int key = has ? t.slot[j] : -2 - j; /* rows without an update match only themselves */
+        int key = has ? s : -2 - j; /* rows without an update match only themselves */
         asm volatile("match.any.sync.b32 %0, %1, 0xffffffff;" : "=r"(same) : "r"(key));
         bool lead = has && (same & before) == 0u;
         unsigned leaders = __ballot_sync(0xffffffffu, lead);
@@ -262,7 +378,6 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
     }
     __syncthreads();
 }
-
 
 #if DOP_MMA
 /* ---- tensor cores (mma.sync.m16n8k16, fp32 accumulate) ----------------------------
@@ -852,6 +967,9 @@ __device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, in
     dop_tile_init(p, row0, slice, t);
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     __syncthreads();
+#if !DOP_PERSIST
+    dop_grid_launch_dependents(); /* the expand may launch now and wait for the rest of this grid */
+#endif
     dop_grid_wait(); /* before v is written (a kernel before this one may still read it) */
     float *v = reinterpret_cast<float *>(p.v) + slice * p.max_rank;
     bool atomic = dop_k_splits(p) > 1;

@@ -52,6 +52,8 @@ size_t search_schedule_smem(const search_schedule *s, int max_rank)
     if (s->sketch == SEARCH_SKETCH_CLUSTER)
         v *= 2; /* the CTA's partial and the cluster's sum */
     size_t ring = 0;
+    if (!(s->mma && s->stages > 1) && !s->persist)
+        tile += SEARCH_TILE_TABLE * 24 + 8; /* the adapter table read with the layout (two pointers, rank, scale) */
     if (s->mma && s->stages > 1) {
         /* struct dop_stage x stages: x [16][kc + 8] and A [ranks rounded up to 8][kc + 8]
          * of 16-bit elements (rows padded by 16 bytes), plus 16 bytes of alignment */

@@ -59,6 +59,11 @@ typedef struct search_schedule {
 /* Largest stage count of the cp.async pipeline. */
 #define SEARCH_MAX_STAGES 4
 
+/* Adapter slots whose entries a CTA reads into shared memory together with the
+ * layout (kernels_lora.cu: DOP_TABLE); larger tables cost one more round trip.
+ * The cp.async-staged and the persistent schedules have no such table. */
+#define SEARCH_TILE_TABLE 64
+
 /* Static shared memory one CTA may use (no opt-in needed on sm_80+). */
 #define SEARCH_STATIC_SMEM_LIMIT (48 * 1024)
 

@@ -296,25 +296,30 @@ static void test_reason_truncated(void **state)
 static void test_smem(void **state)
 {
     (void)state;
-    /* row grouping (36 bytes a row + 8) + fp32 intermediate; no staging of x */
+    /* row grouping (36 bytes a row + 8) + the adapter table (SEARCH_TILE_TABLE entries
+     * of 24 bytes + 8) + fp32 intermediate; no staging of x */
+    const size_t table = SEARCH_TILE_TABLE * 24 + 8;
     search_schedule s = make(SEARCH_SKETCH_SPLIT, 8, 4, 8, 256, 1, 128);
-    assert_int_equal(search_schedule_smem(&s, 16), 8 * 36 + 8 + 8 * 16 * 4);
+    assert_int_equal(search_schedule_smem(&s, 16), 8 * 36 + 8 + table + 8 * 16 * 4);
     s = make(SEARCH_SKETCH_FUSED, 1, 1, 1, 32, 1, 1);
-    assert_int_equal(search_schedule_smem(&s, 1), 36 + 8 + 4);
+    assert_int_equal(search_schedule_smem(&s, 1), 36 + 8 + table + 4);
     /* the largest tile of the space: 32 rows at rank 128 */
     s = make(SEARCH_SKETCH_SPLIT, 32, 16, 8, 4096, 1, 4096);
-    assert_int_equal(search_schedule_smem(&s, 128), 32 * 36 + 8 + 32 * 128 * 4);
+    assert_int_equal(search_schedule_smem(&s, 128), 32 * 36 + 8 + table + 32 * 128 * 4);
     expect_legal(&s, 128);
-    /* the cp.async ring: stages x (16 rows of x + ranks rounded up to 8 of A) x (kc + 8) x 2 bytes + 16 */
+    /* the cp.async ring: stages x (16 rows of x + ranks rounded up to 8 of A) x (kc + 8) x 2 bytes + 16,
+     * and no adapter table */
     s = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 4, 128);
     s.mma = 1;
     size_t plain = 16 * 36 + 8 + 16 * 40 * 4;
-    assert_int_equal(search_schedule_smem(&s, 40), plain); /* stages 1: fragments from global memory */
+    assert_int_equal(search_schedule_smem(&s, 40), plain + table); /* stages 1: fragments from global memory */
     s.stages = 3;
     assert_int_equal(search_schedule_smem(&s, 40), plain + 3 * (16 + 40) * 72 * 2 + 16);
     assert_int_equal(search_schedule_smem(&s, 33), 16 * 36 + 8 + 16 * 33 * 4 + 3 * (16 + 40) * 72 * 2 + 16);
     s.persist = 1; /* no shared memory of its own */
     assert_int_equal(search_schedule_smem(&s, 40), plain + 3 * (16 + 40) * 72 * 2 + 16);
+    s.stages = 1; /* persistent: no adapter table either */
+    assert_int_equal(search_schedule_smem(&s, 40), plain);
     /* every legal schedule is within the limit */
     for (unsigned rows = 1; rows <= 32; rows *= 2)
         for (unsigned vec = 1; vec <= 8; vec *= 2)
