@@ -166,10 +166,10 @@ __device__ __forceinline__ void dop_grid_wait()
  * expand (always launched programmatically) is resident when the shrink ends.
  * Where it goes matters (H200, split, 32 and 64 rows, ranks 16 and 64, 4096
  * and 11008 -> 4096, against no call): after the K range, calls 1 - 4%
- * shorter; at the shrink's start, within 4% either way at rank 16 but 5 - 16%
+ * shorter; at the shrink's start, within 5% either way at rank 16 but 4 - 17%
  * longer at rank 64, where the expand's waiting CTAs sit on the SMs during the
  * longer shrink. A persistent shrink does not call it: after its first tile,
- * calls of 64 rows at rank 64 took 13 - 20% longer. */
+ * calls of 64 rows at rank 64 took 13% and 20% longer. */
 __device__ __forceinline__ void dop_grid_launch_dependents()
 {
 #if __CUDA_ARCH__ >= 900
