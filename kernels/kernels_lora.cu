@@ -201,6 +201,17 @@ __device__ __forceinline__ int dop_row_slot_search(const dop_kparams &p, int row
     return dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[lo] : lo);
 }
 
+/* Segment i of the segment layout: the tile rows [a, b) it covers (rows row0 ..
+ * rend - 1; empty when it covers none) and its slot (-1 when out of range). The
+ * three loads are independent: one memory round trip. */
+__device__ __forceinline__ int dop_segment(const dop_kparams &p, int i, int row0, int rend, int &a, int &b)
+{
+    const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+    a = max(indptr[i], row0);
+    b = min(indptr[i + 1], rend);
+    return dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
+}
+
 /* Adapter tables of up to DOP_TABLE slots are read with the layout, into shared
  * memory (search_schedule_smem counts it); not in the cp.async-staged schedules,
  * whose ring already fills most of the shared memory, nor in persistent ones
@@ -295,11 +306,7 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
         if (tid < DOP_ROWS)
             myslot = dop_row_slot_search(p, row0 + tid, nseg);
     } else if (tid < nseg) {
-        /* the three loads are independent: one memory round trip */
-        const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
-        sa = max(indptr[tid], row0);
-        sb = min(indptr[tid + 1], rend);
-        ss = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[tid] : tid);
+        ss = dop_segment(p, tid, row0, rend, sa, sb);
     }
     /* -- then the shared-memory writes -- */
     if (tid < DOP_ROWS)
@@ -323,10 +330,8 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
         for (int r = sa; r < sb; ++r)
             t.slot[r - row0] = ss;
         /* more segments than threads: the rest, one round trip per DOP_THREADS segments */
-        const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
         for (int i = tid + DOP_THREADS; i < nseg; i += DOP_THREADS) {
-            int a = max(indptr[i], row0), b = min(indptr[i + 1], rend);
-            int s = dop_valid_slot(p, p.seg_slot ? reinterpret_cast<const int *>(p.seg_slot)[i] : i);
+            int a, b, s = dop_segment(p, i, row0, rend, a, b);
             for (int r = a; r < b; ++r)
                 t.slot[r - row0] = s;
         }
