@@ -193,7 +193,8 @@ DOP_API const char *dop_status_string(dop_status status);
  * Ignored before sm_90, and for a call that enqueues a copy or a memset before
  * its first kernel (an upload of a host layout or table; the zeroing of the
  * intermediate under split-K or the counter sketch). Without the flag, calls are
- * ordered on the stream as usual.
+ * ordered on the stream as usual. dop_context_set_programmatic_launch() switches
+ * it after creation.
  */
 #define DOP_CONTEXT_PROGRAMMATIC_LAUNCH 8u
 
@@ -225,6 +226,19 @@ DOP_API dop_status dop_context_create(const dop_context_options *opt, dop_contex
 
 /** Destroys a context. Accepts NULL. The caller must have finished all work using it. */
 DOP_API void dop_context_destroy(dop_context *ctx);
+
+/**
+ * Turns programmatic dependent launch (DOP_CONTEXT_PROGRAMMATIC_LAUNCH, with
+ * the same promise) on or off for the calls on ctx that start after this
+ * returns, from any thread; context creation sets it from opt->flags. For an
+ * engine whose LoRA calls follow different kinds of kernels: set it before
+ * each call. In particular, turn it off for a call enqueued on a second stream
+ * right after it waits for an event recorded behind the kernel that wrote x:
+ * in a captured CUDA graph that cross-stream dependency becomes a programmatic
+ * edge too, and the call would read x early. Returns DOP_OK, or
+ * DOP_ERR_INVALID_ARGUMENT when ctx is NULL.
+ */
+DOP_API dop_status dop_context_set_programmatic_launch(dop_context *ctx, int enable);
 
 /**
  * Message of the last failed call on ctx in the calling thread, or "" if none.

@@ -229,6 +229,7 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     ctx->log_user = opt->log_user;
     ctx->log_level = opt->log_level;
     ctx->flags = opt->flags;
+    atomic_init(&ctx->pdl, (opt->flags & DOP_CONTEXT_PROGRAMMATIC_LAUNCH) != 0);
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->inflight_cond, NULL);
     if (!(ctx->plans = runtime_plans_new())) {
@@ -361,6 +362,14 @@ dop_status dop_context_device_info(dop_context *ctx, dop_device_info *out)
     if (!ctx || !out)
         return runtime_fail(ctx, DOP_ERR_INVALID_ARGUMENT, "dop_context_device_info: %s is NULL", ctx ? "out" : "ctx");
     *out = ctx->info;
+    return DOP_OK;
+}
+
+dop_status dop_context_set_programmatic_launch(dop_context *ctx, int enable)
+{
+    if (!ctx)
+        return runtime_fail(NULL, DOP_ERR_INVALID_ARGUMENT, "dop_context_set_programmatic_launch: ctx is NULL");
+    atomic_store_explicit(&ctx->pdl, enable != 0, memory_order_relaxed);
     return DOP_OK;
 }
 

@@ -6,6 +6,7 @@
 #define DOP_RUNTIME_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,6 +59,7 @@ typedef struct runtime_plan {
 struct dop_context {
     uint64_t id; /* unique in the process, keys the thread-local error messages */
     uint32_t flags;
+    atomic_bool pdl;     /* programmatic dependent launch of a call's first kernel (dop_context_set_programmatic_launch) */
     cache_store *cache;  /* NULL: no persistent cache */
     int cache_readonly;
     runtime_compiler *compiler;

@@ -677,7 +677,7 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
      * when the context asks for it and nothing of the call (an upload, a memset) is
      * enqueued before it. */
     const bool pdl_ok = ctx->info.cc_major >= 9;
-    const bool pdl_first = pdl_ok && (ctx->flags & DOP_CONTEXT_PROGRAMMATIC_LAUNCH) && !l.upload && !w.upload;
+    const bool pdl_first = pdl_ok && atomic_load_explicit(&ctx->pdl, memory_order_relaxed) && !l.upload && !w.upload;
     if (a->op == RUNTIME_OP_APPLY && sched.sketch == SEARCH_SKETCH_CLUSTER) {
         st = launch_cluster(ctx, k, row_tiles, (unsigned)split, (unsigned)c.num_slices, threads, &kp, pdl_first,
                             a->stream);

@@ -1077,8 +1077,7 @@ static void test_programmatic_launch(void **state)
         const search_schedule *s = want[i].sketch == 2 ? &fz : want[i].sketch == 3 ? &ct
                                    : want[i].sketch == 4 ? &cl : want[i].split_k1 ? &one : &S1;
         runtime_force_schedule(s);
-        g_ctx->flags = want[i].flag ? g_ctx->flags | DOP_CONTEXT_PROGRAMMATIC_LAUNCH
-                                    : g_ctx->flags & ~DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
+        assert_int_equal(dop_context_set_programmatic_launch(g_ctx, want[i].flag), DOP_OK);
         RUN_OK(AP, c_.lay = want[i].host_layout ? &f->lay : &l);
         if (g_fk.nlaunch != want[i].nlaunch || g_fk.launch[0].pdl != want[i].pdl0 ||
             (want[i].pdl1 >= 0 && g_fk.launch[1].pdl != want[i].pdl1) || g_fk.nmemset != want[i].nmemset)
@@ -1097,7 +1096,16 @@ static void test_programmatic_launch(void **state)
     assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 1);
     RUN_OK(EX, c_.lay = &l);
     assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 1);
-    g_ctx->flags &= ~DOP_CONTEXT_PROGRAMMATIC_LAUNCH;
+    /* switched off again (any nonzero value switches it on): a plain first kernel */
+    assert_int_equal(dop_context_set_programmatic_launch(g_ctx, 0), DOP_OK);
+    RUN_OK(SH, c_.lay = &l);
+    assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 0);
+    assert_int_equal(dop_context_set_programmatic_launch(g_ctx, 2), DOP_OK);
+    RUN_OK(EX, c_.lay = &l);
+    assert_true(g_fk.nlaunch == 1 && g_fk.launch[0].pdl == 1);
+    assert_int_equal(dop_context_set_programmatic_launch(g_ctx, 0), DOP_OK);
+    assert_int_equal(dop_context_set_programmatic_launch(NULL, 1), DOP_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dop_context_error(NULL), "ctx is NULL"));
     runtime_force_schedule(NULL);
 }
 
