@@ -23,7 +23,8 @@
  * Not in the step: embedding, attention, rotary, KV cache, final norm, LM head,
  * sampling. Modes: base (GEMMs and elementwise kernels only), dop (dispatch
  * picks each call's schedule), static (every LoRA call forced to one schedule,
- * --static), and their overlap variants dop-overlap and static-overlap.
+ * --static), their overlap variants dop-overlap and static-overlap, and their
+ * concurrent variants dop-concurrent and static-concurrent.
  *
  * How a projection's LoRA is enqueued. dop, static: serialized, one
  * dop_lora_apply on the main stream after the base GEMM. dop-overlap,
@@ -50,6 +51,22 @@
  * one run times the serialized and the overlapped integration side by side,
  * from the same layouts and initial state, and checks that they agree.
  *
+ * dop-concurrent, static-concurrent: the whole dop_lora_apply on the side
+ * stream, into a delta buffer, concurrently with the GEMM; the next kernel on
+ * the main stream adds the delta where it reads y:
+ *
+ *   main:  record fork -- GEMM (y = x W^T ..) ------------ wait join -- consumer (reads y + delta, clears delta)
+ *   side:      wait fork -- apply (delta += LoRA(x)) ----- record join
+ *
+ * The consumers: qkv's delta an add kernel (qkv += delta; attention, left out,
+ * would take it otherwise), o's and down's the next rmsnorm (h += delta before
+ * the norm, one more kernel after the last layer), gate_up's silu*up. The
+ * delta starts zeroed and every consumer clears what it took, so the apply
+ * accumulates into zeros without a memset. One delta (the widest projection)
+ * and one workspace serve every call: each fork follows the consumer of the
+ * previous projection's delta. The schedules are the apply's, as in dop and
+ * static.
+ *
  * LoRA: rank --rank (16) on all seven projections, one adapter table
  * per (layer, projection) with as many adapter slots as the largest batch, the
  * scale LORA_SCALE. Layouts from runtime_workload_rows (WORKLOADS.md): sorted
@@ -67,13 +84,19 @@
  * batch. Checks: after the timed replays the hidden state must be finite; then
  * each mode runs one step from the same initial state, and the report gives
  * ||dop - static|| / ||static - base|| (both LoRA paths agree compared with what
- * LoRA adds), and likewise dop-overlap against dop and static-overlap against
- * static (the same arithmetic in another order: they must agree to rounding).
+ * LoRA adds), and likewise dop-overlap and dop-concurrent against dop,
+ * static-overlap and static-concurrent against static (the same arithmetic in
+ * another order: they must agree to rounding).
  *
  * The context is created with DOP_CONTEXT_PROGRAMMATIC_LAUNCH (--no-pdl: without):
- * every LoRA call's first kernel follows the GEMM that writes its y (in the
- * overlap modes, the expand follows the join after the GEMM), which writes
- * nothing else the call reads, so the call's kernel may start as the GEMM ends.
+ * every LoRA call on the main stream follows the GEMM that writes its y, which
+ * writes nothing else the call reads, so the call's kernel may start as the
+ * GEMM ends. In the overlap modes the expand follows the join, i.e. the GEMM
+ * and the shrink; it waits for both before it reads v or y. The calls on the
+ * side stream run with it switched off (dop_context_set_programmatic_launch):
+ * their fork follows the kernel that wrote x, and in stream capture that
+ * dependency becomes a programmatic edge as well (counted on the H200: the
+ * first graph of each mode prints its edges and how many are programmatic).
  *
  * dop uses the driver API (runtime_driver table) on the device's primary
  * context; cuBLAS (CUDA runtime) is bound to the same primary context, which is
@@ -81,8 +104,8 @@
  * dop's driver table; only cuBLAS and its device binding use the runtime.
  *
  *   dop-textgen [--batch-size N | --batches 1,8,16,32,64] [--layouts distinct,uniform,skewed,identical,mixed]
- *               [--modes base,dop,static,dop-overlap,static-overlap] [--rank 16] [--layers 32] [--replays N]
- *               [--dtype f16|bf16]
+ *               [--modes base,dop,static,dop-overlap,static-overlap,dop-concurrent,static-concurrent]
+ *               [--rank 16] [--layers 32] [--replays N] [--dtype f16|bf16] [--no-pdl]
  *               [--static "split rows=.. warps=.. vec=.. kc=.. splitk=.. cols=.."] [--json FILE]
  *               [--compile-only]
  *
@@ -121,7 +144,16 @@
 #define SCHED_LEN 128 /* one formatted schedule (at most about 100 characters) */
 
 enum { P_QKV = 0, P_O = 1, P_GU = 2, P_DOWN = 3, NPROJ = 4 };
-enum { MODE_BASE = 0, MODE_DOP = 1, MODE_STATIC = 2, MODE_DOP_OV = 3, MODE_STATIC_OV = 4, NMODES = 5 };
+enum {
+    MODE_BASE = 0,
+    MODE_DOP = 1,
+    MODE_STATIC = 2,
+    MODE_DOP_OV = 3,
+    MODE_STATIC_OV = 4,
+    MODE_DOP_CC = 5,
+    MODE_STATIC_CC = 6,
+    NMODES = 7
+};
 
 typedef struct proj_desc {
     const char *name;
@@ -130,19 +162,26 @@ typedef struct proj_desc {
 
 static const proj_desc PROJ[NPROJ] = {
     {"qkv", HIDDEN, 3, HIDDEN}, {"o", HIDDEN, 1, HIDDEN}, {"gate_up", HIDDEN, 2, INTER}, {"down", INTER, 1, HIDDEN}};
-static const char *const MODE_NAME[NMODES] = {"base", "dop", "static", "dop-overlap", "static-overlap"};
+static const char *const MODE_NAME[NMODES] = {"base",           "dop",           "static",           "dop-overlap",
+                                              "static-overlap", "dop-concurrent", "static-concurrent"};
 /* the mode in the table's column names and in the JSON keys */
-static const char *const MODE_COL[NMODES] = {"base", "dop", "stat", "dop-ov", "stat-ov"};
-static const char *const MODE_KEY[NMODES] = {"base", "dop", "static", "dop_overlap", "static_overlap"};
+static const char *const MODE_COL[NMODES] = {"base", "dop", "stat", "dop-ov", "stat-ov", "dop-cc", "stat-cc"};
+static const char *const MODE_KEY[NMODES] = {"base",           "dop",           "static",           "dop_overlap",
+                                             "static_overlap", "dop_concurrent", "static_concurrent"};
 
 static int mode_static(int m)
 {
-    return m == MODE_STATIC || m == MODE_STATIC_OV;
+    return m == MODE_STATIC || m == MODE_STATIC_OV || m == MODE_STATIC_CC;
 }
 
 static int mode_overlap(int m)
 {
     return m == MODE_DOP_OV || m == MODE_STATIC_OV;
+}
+
+static int mode_concurrent(int m)
+{
+    return m == MODE_DOP_CC || m == MODE_STATIC_CC;
 }
 
 static const runtime_driver *drv;
@@ -231,13 +270,22 @@ static const char KERNEL_SRC[] =
     "        p[i] = from_f((2.0f * u - 1.0f) * scale);\n"
     "    }\n"
     "}\n"
-    /* y[row] = x[row] / rms(x[row]); one block of 256 threads per row */
-    "extern \"C\" __global__ void __launch_bounds__(256) tg_rmsnorm(const u16 *x, u16 *y, int cols, float eps) {\n"
+    /* With d: x[row] += d[row] (the concurrent modes' pending LoRA delta) and d[row] = 0 first. Then
+     * y[row] = x[row] / rms(x[row]); one block of 256 threads per row (each thread rereads only its own columns) */
+    "extern \"C\" __global__ void __launch_bounds__(256) tg_rmsnorm(u16 *x, u16 *d, u16 *y, int cols, float eps) {\n"
     "    __shared__ float part[256];\n"
-    "    const u16 *xr = x + (u64)blockIdx.x * cols;\n"
+    "    u16 *xr = x + (u64)blockIdx.x * cols;\n"
     "    u16 *yr = y + (u64)blockIdx.x * cols;\n"
     "    float s = 0.0f;\n"
-    "    for (int c = threadIdx.x; c < cols; c += 256) { float v = to_f(xr[c]); s += v * v; }\n"
+    "    if (d) {\n"
+    "        u16 *dr = d + (u64)blockIdx.x * cols;\n"
+    "        for (int c = threadIdx.x; c < cols; c += 256) {\n"
+    "            u16 h = from_f(to_f(xr[c]) + to_f(dr[c]));\n"
+    "            xr[c] = h; dr[c] = 0; float v = to_f(h); s += v * v;\n"
+    "        }\n"
+    "    } else {\n"
+    "        for (int c = threadIdx.x; c < cols; c += 256) { float v = to_f(xr[c]); s += v * v; }\n"
+    "    }\n"
     "    part[threadIdx.x] = s;\n"
     "    __syncthreads();\n"
     "    for (int o = 128; o > 0; o >>= 1) {\n"
@@ -247,17 +295,31 @@ static const char KERNEL_SRC[] =
     "    float r = rsqrtf(part[0] / (float)cols + eps);\n"
     "    for (int c = threadIdx.x; c < cols; c += 256) yr[c] = from_f(to_f(xr[c]) * r);\n"
     "}\n"
-    /* act[row, c] = silu(gu[row, c]) * gu[row, inter + c] */
-    "extern \"C\" __global__ void tg_silu_mul(const u16 *gu, u16 *act, int rows, int inter) {\n"
+    /* act[row, c] = silu(g) * u, g = gu[row, c], u = gu[row, inter + c]; with d (same shape as gu) g and u take
+     * their pending LoRA delta first (rounded as if it had been added to gu), and d is cleared */
+    "extern \"C\" __global__ void tg_silu_mul(const u16 *gu, u16 *d, u16 *act, int rows, int inter) {\n"
     "    u64 n = (u64)rows * inter, step = (u64)gridDim.x * blockDim.x;\n"
     "    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {\n"
-    "        u64 r = i / (u64)inter, c = i % (u64)inter;\n"
-    "        float g = to_f(gu[r * 2 * inter + c]), u = to_f(gu[r * 2 * inter + inter + c]);\n"
+    "        u64 r = i / (u64)inter, c = i % (u64)inter, ig = r * 2 * inter + c, iu = ig + inter;\n"
+    "        float g = to_f(gu[ig]), u = to_f(gu[iu]);\n"
+    "        if (d) {\n"
+    "            g = to_f(from_f(g + to_f(d[ig]))); u = to_f(from_f(u + to_f(d[iu])));\n"
+    "            d[ig] = 0; d[iu] = 0;\n"
+    "        }\n"
     "        act[i] = from_f(g / (1.0f + __expf(-g)) * u);\n"
+    "    }\n"
+    "}\n"
+    /* y[i] += d[i], d[i] = 0 for i < n: a pending LoRA delta that no fused consumer takes */
+    "extern \"C\" __global__ void tg_add(u16 *y, u16 *d, u64 n) {\n"
+    "    u64 step = (u64)gridDim.x * blockDim.x;\n"
+    "    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {\n"
+    "        y[i] = from_f(to_f(y[i]) + to_f(d[i]));\n"
+    "        d[i] = 0;\n"
     "    }\n"
     "}\n";
 
-static const char *const KERNEL_NAMES[] = {"tg_fill", "tg_rmsnorm", "tg_silu_mul"};
+static const char *const KERNEL_NAMES[] = {"tg_fill", "tg_rmsnorm", "tg_silu_mul", "tg_add"};
+enum { NKERNELS = sizeof KERNEL_NAMES / sizeof KERNEL_NAMES[0] };
 
 /* Compiles the small kernels for one dtype; exits on failure. */
 static void compile_kernels(const runtime_nvrtc *nv, int bf16, int cc_major, int cc_minor, runtime_cubin *out)
@@ -266,7 +328,7 @@ static void compile_kernels(const runtime_nvrtc *nv, int bf16, int cc_major, int
     char *src = xmalloc(len);
     snprintf(src, len, "#define TG_BF16 %d\n%s", bf16 ? 1 : 0, KERNEL_SRC);
     char why[2048];
-    if (runtime_jit_compile(nv, src, cc_major, cc_minor, KERNEL_NAMES, 3, out, why, sizeof why)) {
+    if (runtime_jit_compile(nv, src, cc_major, cc_minor, KERNEL_NAMES, NKERNELS, out, why, sizeof why)) {
         fprintf(stderr, "dop-textgen: compiling the elementwise kernels (%s, sm_%d%d): %s\n", bf16 ? "bf16" : "f16",
                 cc_major, cc_minor, why);
         exit(1);
@@ -278,12 +340,13 @@ static void compile_kernels(const runtime_nvrtc *nv, int bf16, int cc_major, int
 
 typedef struct textgen {
     dop_context *ctx;
-    CUstream stream;             /* the main stream: everything but the overlap modes' shrinks */
-    CUstream side;               /* the overlap modes' shrinks */
-    CUevent fork, join;          /* main -> side before a shrink, side -> main before its expand */
+    CUstream stream;             /* the main stream: everything but the side stream's LoRA calls */
+    CUstream side;               /* the overlap modes' shrinks, the concurrent modes' applies */
+    CUevent fork, join;          /* main -> side before a side call, side -> main after it */
     cublasHandle_t blas;
     dop_dtype dtype;
     cudaDataType_t cdt;
+    int pdl;                     /* programmatic dependent launch for the calls on the main stream (not --no-pdl) */
     int layers, rank, slots, max_batch;
     CUdeviceptr wbase;           /* base weights of every layer */
     size_t wbase_layer;          /* elements per layer */
@@ -295,35 +358,50 @@ typedef struct textgen {
     CUdeviceptr ws, blas_ws;
     size_t ws_bytes;
     CUdeviceptr lora_v;          /* overlap modes: the fp32 intermediate, [max_batch, 3 * rank] */
+    CUdeviceptr delta;           /* concurrent modes: the pending LoRA delta, [max_batch, 2 * INTER], zero between uses */
     CUmodule mod;
-    CUfunction f_fill, f_rmsnorm, f_silu;
+    CUfunction f_fill, f_rmsnorm, f_silu, f_add;
     char sched[NPROJ][2 * SCHED_LEN + 3]; /* layer 0's LoRA schedules in the last recorded step ("shrink / expand") */
 } textgen;
+
+/* Grid of an elementwise kernel of 256-thread blocks over n elements, at most max_blocks blocks. */
+static unsigned elementwise_grid(size_t n, unsigned max_blocks)
+{
+    size_t blocks = (n + 255) / 256;
+    return blocks > max_blocks ? max_blocks : (unsigned)(blocks ? blocks : 1);
+}
 
 static void launch_fill(textgen *t, CUdeviceptr p, size_t n, uint64_t seed, float scale)
 {
     unsigned long long nn = n, sd = seed;
     void *args[] = {&p, &nn, &sd, &scale};
-    size_t blocks = (n + 255) / 256;
-    unsigned grid = blocks > 8192 ? 8192u : (unsigned)(blocks ? blocks : 1);
-    CKB(drv->fn_cuLaunchKernel(t->f_fill, grid, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
+    CKB(drv->fn_cuLaunchKernel(t->f_fill, elementwise_grid(n, 8192), 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
 }
 
-static void launch_rmsnorm(textgen *t, CUdeviceptr x, CUdeviceptr y, int rows)
+/* xn = rmsnorm(h) over rows rows; with d != 0 first h += d, d = 0 (see tg_rmsnorm). */
+static void launch_rmsnorm(textgen *t, CUdeviceptr h, CUdeviceptr d, CUdeviceptr xn, int rows)
 {
     int cols = HIDDEN;
     float eps = RMS_EPS;
-    void *args[] = {&x, &y, &cols, &eps};
+    void *args[] = {&h, &d, &xn, &cols, &eps};
     CKB(drv->fn_cuLaunchKernel(t->f_rmsnorm, (unsigned)rows, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
 }
 
-static void launch_silu_mul(textgen *t, int rows)
+/* act = silu(gate) * up over rows rows; with d != 0 gate_up += d first, d = 0 (see tg_silu_mul). */
+static void launch_silu_mul(textgen *t, CUdeviceptr d, int rows)
 {
     int inter = INTER;
-    void *args[] = {&t->gu, &t->act, &rows, &inter};
-    size_t blocks = ((size_t)rows * INTER + 255) / 256;
-    unsigned grid = blocks > 2048 ? 2048u : (unsigned)blocks;
-    CKB(drv->fn_cuLaunchKernel(t->f_silu, grid, 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
+    void *args[] = {&t->gu, &d, &t->act, &rows, &inter};
+    CKB(drv->fn_cuLaunchKernel(t->f_silu, elementwise_grid((size_t)rows * INTER, 2048), 1, 1, 256, 1, 1, 0, t->stream,
+                               args, NULL));
+}
+
+/* y[0:n] += d[0:n], d[0:n] = 0. */
+static void launch_add(textgen *t, CUdeviceptr y, CUdeviceptr d, size_t n)
+{
+    unsigned long long nn = n;
+    void *args[] = {&y, &d, &nn};
+    CKB(drv->fn_cuLaunchKernel(t->f_add, elementwise_grid(n, 2048), 1, 1, 256, 1, 1, 0, t->stream, args, NULL));
 }
 
 /* y[B, N] (row stride ldy) = x[B, K] (row stride ldx) @ W^T + beta * y, W [N, K] row-major.
@@ -355,6 +433,17 @@ static void last_schedule_text(char *buf, size_t len)
 }
 
 /*
+ * Around a call on the side stream (entering 1, leaving 0): programmatic dependent launch off for it. Its fork
+ * follows the kernel that wrote x, and in stream capture that cross-stream dependency becomes a programmatic edge
+ * like a same-stream one, so with it on the call could read x before that kernel finished (dop.h).
+ */
+static void side_pdl(textgen *t, int entering)
+{
+    if (t->pdl)
+        CKDOP(t->ctx, dop_context_set_programmatic_launch(t->ctx, !entering));
+}
+
+/*
  * Projection p of layer l: the base GEMM y[:, 0:slices*d_out] = x @ W^T + beta * y (row strides ldx and
  * slices*d_out), then in the LoRA modes y[:, slices] += LoRA_p(x) through dop, serialized or overlapped (see the
  * top of the file). With record, the LoRA schedules dop used go to t->sched[p].
@@ -383,6 +472,24 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     w.table = t->tab[set][l * NPROJ + p];
     const void *xp = (const void *)(uintptr_t)x;
     void *yp = (void *)(uintptr_t)y, *ws = (void *)(uintptr_t)t->ws;
+    if (mode_concurrent(mode)) {
+        /* the whole apply on the side stream into the zeroed delta (packed, row stride N), concurrently with the
+         * GEMM; the step's next kernel on the main stream folds it into y and clears it (see enqueue_step). The
+         * fork follows that consumer of the previous projection's delta, so one delta and one workspace serve all. */
+        CKB(drv->fn_cuEventRecord(t->fork, t->stream)); /* after whatever wrote x and cleared the delta */
+        CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
+        side_pdl(t, 1);
+        check_lora(t,
+                   dop_lora_apply(t->ctx, &sh, lay, &w, xp, (void *)(uintptr_t)t->delta, ws, t->ws_bytes, t->side),
+                   "dop_lora_apply", l, p, B);
+        side_pdl(t, 0);
+        if (record)
+            last_schedule_text(t->sched[p], sizeof t->sched[p]);
+        CKB(drv->fn_cuEventRecord(t->join, t->side));
+        gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta); /* concurrently with the apply */
+        CKB(drv->fn_cuStreamWaitEvent(t->stream, t->join, 0));
+        return;
+    }
     if (!mode_overlap(mode)) {
         gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta);
         check_lora(t, dop_lora_apply(t->ctx, &sh, lay, &w, xp, yp, ws, t->ws_bytes, t->stream), "dop_lora_apply", l,
@@ -399,8 +506,10 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     char shrink_sched[SCHED_LEN];
     CKB(drv->fn_cuEventRecord(t->fork, t->stream)); /* after whatever wrote x */
     CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
+    side_pdl(t, 1);
     check_lora(t, dop_lora_shrink(t->ctx, &sh, lay, &w, xp, v, ldv, 0, ws, t->ws_bytes, t->side), "dop_lora_shrink",
                l, p, B);
+    side_pdl(t, 0);
     if (record)
         last_schedule_text(shrink_sched, sizeof shrink_sched);
     CKB(drv->fn_cuEventRecord(t->join, t->side));
@@ -415,21 +524,61 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     }
 }
 
-/* Enqueues one decode step (all layers) on t->stream (and t->side in the overlap modes). See the top of the file. */
+/*
+ * Enqueues one decode step (all layers) on t->stream (and t->side in the overlap and concurrent modes). See the
+ * top of the file. In the concurrent modes each projection leaves its LoRA delta pending in t->delta, and the next
+ * kernel on the main stream takes it: qkv's an add kernel (attention, left out, would take it otherwise), o's and
+ * down's the next rmsnorm (which writes h += delta), gate_up's silu*up; the last layer's down an add at the end.
+ */
 static void enqueue_step(textgen *t, int mode, int B, const dop_layout *lay, int set, int record)
 {
+    const CUdeviceptr d = mode_concurrent(mode) ? t->delta : 0;
     for (int l = 0; l < t->layers; ++l) {
         CUdeviceptr W = t->wbase + (CUdeviceptr)((size_t)l * t->wbase_layer * ES);
         CUdeviceptr v = t->qkv + (CUdeviceptr)(2 * HIDDEN * ES); /* stands in for attention's output */
         int rec = record && l == 0;
-        launch_rmsnorm(t, t->h, t->xn, B);
+        launch_rmsnorm(t, t->h, l ? d : 0, t->xn, B); /* takes the previous layer's down delta */
         projection(t, mode, l, P_QKV, set, lay, B, W + t->wofs[P_QKV] * ES, t->xn, HIDDEN, t->qkv, 0.0f, rec);
+        if (d)
+            launch_add(t, t->qkv, d, (size_t)B * 3 * HIDDEN);
         projection(t, mode, l, P_O, set, lay, B, W + t->wofs[P_O] * ES, v, 3 * HIDDEN, t->h, 1.0f, rec);
-        launch_rmsnorm(t, t->h, t->xn, B);
+        launch_rmsnorm(t, t->h, d, t->xn, B);
         projection(t, mode, l, P_GU, set, lay, B, W + t->wofs[P_GU] * ES, t->xn, HIDDEN, t->gu, 0.0f, rec);
-        launch_silu_mul(t, B);
+        launch_silu_mul(t, d, B);
         projection(t, mode, l, P_DOWN, set, lay, B, W + t->wofs[P_DOWN] * ES, t->act, INTER, t->h, 1.0f, rec);
     }
+    if (d)
+        launch_add(t, t->h, d, (size_t)B * HIDDEN);
+}
+
+/* Edges of g, and how many of them are programmatic (programmatic dependent launch); -1 where this CUDA runtime
+ * cannot tell (before 12.3). */
+static void count_edges(CUgraph g, long *edges, long *programmatic)
+{
+    *edges = *programmatic = -1;
+#if CUDART_VERSION >= 12030
+#if CUDART_VERSION >= 13000
+#define TG_GET_EDGES cudaGraphGetEdges
+#else
+#define TG_GET_EDGES cudaGraphGetEdges_v2
+#endif
+    cudaGraph_t cg = (cudaGraph_t)g;
+    size_t n = 0;
+    CKRT(TG_GET_EDGES(cg, NULL, NULL, NULL, &n));
+    cudaGraphNode_t *from = xmalloc((n ? n : 1) * sizeof *from), *to = xmalloc((n ? n : 1) * sizeof *to);
+    cudaGraphEdgeData *data = xmalloc((n ? n : 1) * sizeof *data);
+    CKRT(TG_GET_EDGES(cg, from, to, data, &n));
+    *edges = (long)n;
+    *programmatic = 0;
+    for (size_t i = 0; i < n; ++i)
+        *programmatic += data[i].type == cudaGraphDependencyTypeProgrammatic;
+    free(from);
+    free(to);
+    free(data);
+#undef TG_GET_EDGES
+#else
+    (void)g;
+#endif
 }
 
 static CUgraphExec capture_step(textgen *t, int mode, int B, const dop_layout *lay, int set)
@@ -439,6 +588,13 @@ static CUgraphExec capture_step(textgen *t, int mode, int B, const dop_layout *l
     CKB(drv->fn_cuStreamBeginCapture(t->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
     enqueue_step(t, mode, B, lay, set, 0); /* exits on any failure */
     CKB(drv->fn_cuStreamEndCapture(t->stream, &g));
+    static int shown[NMODES];
+    if (!shown[mode]) { /* the first graph of each mode: how its kernels depend on each other */
+        long edges, prog;
+        count_edges(g, &edges, &prog);
+        printf("# %s step graph (batch %d): %ld edges, %ld programmatic\n", MODE_NAME[mode], B, edges, prog);
+        shown[mode] = 1;
+    }
     CKB(drv->fn_cuGraphInstantiateWithFlags(&ge, g, 0));
     CKB(drv->fn_cuGraphDestroy(g));
     return ge;
@@ -680,7 +836,8 @@ static void setup_buffers(textgen *t, const int *batches, int nb)
     t->d_row_slot = dalloc(mb * sizeof(int32_t), "row slots");
     t->d_indptr = dalloc((mb + 1) * sizeof(int32_t), "segment offsets");
     t->d_segslot = dalloc(mb * sizeof(int32_t), "segment slots");
-    /* one workspace serves every call: the calls run one after another (the overlap modes' too, see projection) */
+    /* one workspace serves every call: the calls run one after another (the overlap and concurrent modes' too, see
+     * projection) */
     t->ws_bytes = 0;
     for (int i = 0; i < nb; ++i)
         for (int p = 0; p < NPROJ; ++p) {
@@ -702,6 +859,8 @@ static void setup_buffers(textgen *t, const int *batches, int nb)
         }
     t->ws = dalloc(t->ws_bytes, "dop workspace");
     t->lora_v = dalloc(mb * 3 * (size_t)t->rank * sizeof(float), "LoRA intermediate");
+    t->delta = dalloc(mb * 2 * INTER * ES, "LoRA delta");
+    CKB(drv->fn_cuMemsetD8(t->delta, 0, mb * 2 * INTER * ES)); /* each consumer clears what it took */
     t->blas_ws = dalloc(CUBLAS_WS_BYTES, "cuBLAS workspace");
 }
 
@@ -725,7 +884,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: dop-textgen [--batch-size N | --batches 1,8,16,32,64]\n"
                     "                   [--layouts distinct,uniform,skewed,identical,mixed]\n"
-                    "                   [--modes base,dop,static,dop-overlap,static-overlap]\n"
+                    "                   [--modes base,dop,static,dop-overlap,static-overlap,dop-concurrent,\n"
+                    "                            static-concurrent]\n"
                     "                   [--rank 16] [--layers 32] [--replays N (>= 20)] [--dtype f16|bf16]\n"
                     "                   [--static \"split rows=1 warps=8 vec=8 kc=1024 splitk=4 cols=256\"]\n"
                     "                   [--json FILE] [--no-pdl] [--compile-only]\n"
@@ -805,7 +965,9 @@ int main(int argc, char **argv)
                     if (!strcmp(tk, MODE_NAME[k]))
                         m = k;
                 if (m < 0) {
-                    fprintf(stderr, "dop-textgen: unknown mode '%s' (base, dop, static, dop-overlap, static-overlap)\n",
+                    fprintf(stderr,
+                            "dop-textgen: unknown mode '%s' (base, dop, static, dop-overlap, static-overlap, "
+                            "dop-concurrent, static-concurrent)\n",
                             tk);
                     return 2;
                 }
@@ -847,7 +1009,7 @@ int main(int argc, char **argv)
     }
     {
         char why[256];
-        if ((modes[MODE_STATIC] || modes[MODE_STATIC_OV]) && !search_schedule_legal(&forced, rank, why, sizeof why)) {
+        if ((modes[MODE_STATIC] || modes[MODE_STATIC_OV] || modes[MODE_STATIC_CC]) && !search_schedule_legal(&forced, rank, why, sizeof why)) {
             fprintf(stderr, "dop-textgen: --static '%s' is illegal at rank %d: %s\n", static_text, rank, why);
             return 2;
         }
@@ -883,6 +1045,7 @@ int main(int argc, char **argv)
     memset(&T, 0, sizeof T);
     textgen *t = &T;
     t->dtype = dtype;
+    t->pdl = pdl;
     t->cdt = dtype == DOP_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     t->layers = layers;
     t->rank = rank;
@@ -937,6 +1100,7 @@ int main(int argc, char **argv)
     CKB(drv->fn_cuModuleGetFunction(&t->f_fill, t->mod, "tg_fill"));
     CKB(drv->fn_cuModuleGetFunction(&t->f_rmsnorm, t->mod, "tg_rmsnorm"));
     CKB(drv->fn_cuModuleGetFunction(&t->f_silu, t->mod, "tg_silu_mul"));
+    CKB(drv->fn_cuModuleGetFunction(&t->f_add, t->mod, "tg_add"));
 
     time_t now = time(NULL);
     char date[32];
@@ -952,7 +1116,9 @@ int main(int argc, char **argv)
            "(+LoRA), rmsnorm, gate_up GEMM (+LoRA 2 slices), silu*up, down GEMM with residual (+LoRA); GEMMs cuBLAS\n");
     printf("# LoRA in dop and stat: one dop_lora_apply after each base GEMM; in dop-ov (dop-overlap) and stat-ov "
            "(static-overlap):\n#   dop_lora_shrink on a second stream concurrently with the GEMM, dop_lora_expand "
-           "after it\n");
+           "after it;\n# in dop-cc (dop-concurrent) and stat-cc (static-concurrent): dop_lora_apply into a zeroed "
+           "delta on a second stream\n#   concurrently with the GEMM, the delta added by the next kernel (rmsnorm, "
+           "silu*up, or an add after qkv)\n");
     printf("# attention left out (o reads the v slice of qkv); no embedding, LM head or sampling; median of %d "
            "replays\n",
            replays);
@@ -986,13 +1152,16 @@ int main(int argc, char **argv)
         int a, b; /* a's step time over b's: above 1 b is ahead */
         const char *col, *key;
     } SPEEDUP[] = {{MODE_STATIC, MODE_DOP, "dop/stat", "dop_speedup_over_static"},
-                   {MODE_STATIC_OV, MODE_DOP_OV, "dop-ov/stat-ov", "dop_overlap_speedup_over_static_overlap"}};
+                   {MODE_STATIC_OV, MODE_DOP_OV, "dop-ov/stat-ov", "dop_overlap_speedup_over_static_overlap"},
+                   {MODE_STATIC_CC, MODE_DOP_CC, "dop-cc/stat-cc", "dop_concurrent_speedup_over_static_concurrent"}};
     static const struct {
         int a, b; /* ||h_a - h_b|| / ||h_b - h_base|| */
         const char *col, *key;
     } DIFF[] = {{MODE_DOP, MODE_STATIC, "d(dop,st)", "diff_dop_static_rel_lora"},
                 {MODE_DOP_OV, MODE_DOP, "d(dop-ov,dop)", "diff_dop_overlap_dop_rel_lora"},
-                {MODE_STATIC_OV, MODE_STATIC, "d(st-ov,st)", "diff_static_overlap_static_rel_lora"}};
+                {MODE_STATIC_OV, MODE_STATIC, "d(st-ov,st)", "diff_static_overlap_static_rel_lora"},
+                {MODE_DOP_CC, MODE_DOP, "d(dop-cc,dop)", "diff_dop_concurrent_dop_rel_lora"},
+                {MODE_STATIC_CC, MODE_STATIC, "d(st-cc,st)", "diff_static_concurrent_static_rel_lora"}};
     enum { NSPEEDUP = sizeof SPEEDUP / sizeof SPEEDUP[0], NDIFF = sizeof DIFF / sizeof DIFF[0] };
     char col[64];
     printf("%5s %-9s %4s", "batch", "layout", "segs");
@@ -1147,8 +1316,8 @@ int main(int argc, char **argv)
                     json_num(jf, DIFF[k].key, d[k]);
                 fprintf(jf,
                         ",\"check\":\"%s\",\"static_schedule\":\"%s\",\"dop_schedules\":\"%s\","
-                        "\"dop_overlap_schedules\":\"%s\"}\n",
-                        check, static_name, scheds[MODE_DOP], scheds[MODE_DOP_OV]);
+                        "\"dop_overlap_schedules\":\"%s\",\"dop_concurrent_schedules\":\"%s\"}\n",
+                        check, static_name, scheds[MODE_DOP], scheds[MODE_DOP_OV], scheds[MODE_DOP_CC]);
                 fflush(jf);
             }
         }
@@ -1178,8 +1347,9 @@ int main(int argc, char **argv)
         free(t->tab[set]);
     }
     CKBLAS(cublasDestroy(t->blas));
-    CUdeviceptr bufs[] = {t->wbase, t->wlora, t->h,       t->h0,         t->xn,       t->qkv,       t->gu,
-                          t->act,   t->ws,    t->lora_v, t->blas_ws,    t->d_row_slot, t->d_indptr, t->d_segslot};
+    CUdeviceptr bufs[] = {t->wbase,   t->wlora,      t->h,        t->h0,        t->xn,
+                          t->qkv,     t->gu,         t->act,      t->ws,        t->lora_v,
+                          t->delta,   t->blas_ws,    t->d_row_slot, t->d_indptr, t->d_segslot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
         if (bufs[i])
             CKB(drv->fn_cuMemFree(bufs[i]));
