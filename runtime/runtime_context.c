@@ -228,7 +228,7 @@ dop_status dop_context_create(const dop_context_options *opt, dop_context **out)
     ctx->log = opt->log;
     ctx->log_user = opt->log_user;
     ctx->log_level = opt->log_level;
-    ctx->flags = opt->flags;
+    ctx->flags = opt->flags & ~DOP_CONTEXT_PROGRAMMATIC_LAUNCH; /* that one lives in pdl, switchable */
     atomic_init(&ctx->pdl, (opt->flags & DOP_CONTEXT_PROGRAMMATIC_LAUNCH) != 0);
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->inflight_cond, NULL);
