@@ -433,14 +433,26 @@ static void last_schedule_text(char *buf, size_t len)
 }
 
 /*
- * Around a call on the side stream (entering 1, leaving 0): programmatic dependent launch off for it. Its fork
- * follows the kernel that wrote x, and in stream capture that cross-stream dependency becomes a programmatic edge
- * like a same-stream one, so with it on the call could read x before that kernel finished (dop.h).
+ * Before a call on the side stream: fork it from the main stream (after whatever the main stream enqueued last,
+ * e.g. the kernel that wrote x) and switch programmatic dependent launch off. In stream capture the fork's
+ * dependency becomes a programmatic edge like a same-stream one, so with it on the call could read x before that
+ * kernel finished (dop.h).
  */
-static void side_pdl(textgen *t, int entering)
+static void side_begin(textgen *t)
+{
+    CKB(drv->fn_cuEventRecord(t->fork, t->stream));
+    CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
+    if (t->pdl)
+        CKDOP(t->ctx, dop_context_set_programmatic_launch(t->ctx, 0));
+}
+
+/* After the side stream's call: programmatic launch back on, and the join recorded (the main stream waits for it
+ * after its GEMM). */
+static void side_end(textgen *t)
 {
     if (t->pdl)
-        CKDOP(t->ctx, dop_context_set_programmatic_launch(t->ctx, !entering));
+        CKDOP(t->ctx, dop_context_set_programmatic_launch(t->ctx, 1));
+    CKB(drv->fn_cuEventRecord(t->join, t->side));
 }
 
 /*
@@ -476,16 +488,13 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
         /* the whole apply on the side stream into the zeroed delta (packed, row stride N), concurrently with the
          * GEMM; the step's next kernel on the main stream folds it into y and clears it (see enqueue_step). The
          * fork follows that consumer of the previous projection's delta, so one delta and one workspace serve all. */
-        CKB(drv->fn_cuEventRecord(t->fork, t->stream)); /* after whatever wrote x and cleared the delta */
-        CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
-        side_pdl(t, 1);
+        side_begin(t); /* after whatever wrote x and cleared the delta */
         check_lora(t,
                    dop_lora_apply(t->ctx, &sh, lay, &w, xp, (void *)(uintptr_t)t->delta, ws, t->ws_bytes, t->side),
                    "dop_lora_apply", l, p, B);
-        side_pdl(t, 0);
+        side_end(t);
         if (record)
             last_schedule_text(t->sched[p], sizeof t->sched[p]);
-        CKB(drv->fn_cuEventRecord(t->join, t->side));
         gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta); /* concurrently with the apply */
         CKB(drv->fn_cuStreamWaitEvent(t->stream, t->join, 0));
         return;
@@ -504,15 +513,12 @@ static void projection(textgen *t, int mode, int l, int p, int set, const dop_la
     float *v = (float *)(uintptr_t)t->lora_v;
     const int64_t ldv = (int64_t)pd->slices * t->rank;
     char shrink_sched[SCHED_LEN];
-    CKB(drv->fn_cuEventRecord(t->fork, t->stream)); /* after whatever wrote x */
-    CKB(drv->fn_cuStreamWaitEvent(t->side, t->fork, 0));
-    side_pdl(t, 1);
+    side_begin(t); /* after whatever wrote x */
     check_lora(t, dop_lora_shrink(t->ctx, &sh, lay, &w, xp, v, ldv, 0, ws, t->ws_bytes, t->side), "dop_lora_shrink",
                l, p, B);
-    side_pdl(t, 0);
+    side_end(t);
     if (record)
         last_schedule_text(shrink_sched, sizeof shrink_sched);
-    CKB(drv->fn_cuEventRecord(t->join, t->side));
     gemm(t, W, x, ldx, y, N, N, pd->d_in, B, beta); /* concurrently with the shrink */
     CKB(drv->fn_cuStreamWaitEvent(t->stream, t->join, 0));
     check_lora(t, dop_lora_expand(t->ctx, &sh, lay, &w, v, ldv, yp, ws, t->ws_bytes, t->stream), "dop_lora_expand", l,
@@ -915,7 +921,9 @@ int main(int argc, char **argv)
 {
     int batches[MAX_BATCHES] = {1, 8, 16, 32, 64}, nb = 5;
     int layouts[RUNTIME_WL_COUNT] = {0, 1, 2, 3, 4}, nl = 5;
-    int modes[NMODES] = {1, 1, 1, 1, 1};
+    int modes[NMODES];
+    for (int m = 0; m < NMODES; ++m)
+        modes[m] = 1; /* all by default */
     int rank = 16, layers = 32, replays = 50, compile_only = 0, pdl = 1;
     dop_dtype dtype = DOP_DTYPE_F16;
     const char *json = NULL, *static_text = BENCH_TEXTGEN_DEFAULT_STATIC;
@@ -1009,7 +1017,10 @@ int main(int argc, char **argv)
     }
     {
         char why[256];
-        if ((modes[MODE_STATIC] || modes[MODE_STATIC_OV] || modes[MODE_STATIC_CC]) && !search_schedule_legal(&forced, rank, why, sizeof why)) {
+        int any_static = 0;
+        for (int m = 0; m < NMODES; ++m)
+            any_static |= modes[m] && mode_static(m);
+        if (any_static && !search_schedule_legal(&forced, rank, why, sizeof why)) {
             fprintf(stderr, "dop-textgen: --static '%s' is illegal at rank %d: %s\n", static_text, rank, why);
             return 2;
         }
