@@ -675,9 +675,14 @@ __device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, uns
  * parts per step of 16 ranks) once and keeps them in registers; it then takes
  * batches of DOP_EXP_NB adjacent n tiles (8 output columns each) and issues
  * every load of a batch -- the B fragments and the y pairs of the group's
- * rows -- before the batch's mmas, so a batch costs one memory round trip and
- * the y accesses of a warp cover 16 * DOP_EXP_NB contiguous bytes per row.
- * y is read with plain loads (not the read-only path): this kernel writes it. */
+ * rows -- before the batch's mmas, so a batch costs one memory round trip.
+ * With 4 n tiles (rank <= 64) and y 16-byte aligned, a batch's 32 columns are
+ * read and written as one 16-byte access per lane and row: the quad's lanes
+ * swap their results (dop_quad_transpose) so each holds 8 adjacent columns,
+ * and a warp's access covers 64 contiguous bytes of each of its 8 rows (else
+ * 32-bit pairs, 16 bytes per row and n tile: four times the requests, each
+ * half a sector). y is read with plain loads (not the read-only path): this
+ * kernel writes it. */
 #define DOP_EXP_KS ((DOP_MAXR + 15) / 16)  /* k steps of 16 ranks */
 #define DOP_EXP_NB (DOP_MAXR <= 64 ? 4 : 2) /* n tiles per batch (registers: NB * KS * 2 for B) */
 
@@ -692,6 +697,35 @@ __device__ __forceinline__ unsigned dop_ldy2(const dop_u16 *row, int c, int cend
     return lo | (hi << 16);
 }
 
+/* The four lanes of a quad (tq = lane % 4) hold the C fragments of 4 adjacent
+ * n tiles: c[n][2h], c[n][2h + 1] are columns 8n + 2tq, 8n + 2tq + 1 of row h
+ * (g or g + 8). Afterwards lane tq holds n tile tq: c[j][2h], c[j][2h + 1] are
+ * its columns 2j, 2j + 1, i.e. columns 8tq .. 8tq + 7 of the batch, contiguous.
+ * A 4 x 4 transpose of pairs across the quad in two butterfly rounds (lane bit
+ * m swaps the pairs whose tile index differs from the lane's in bit m). Every
+ * lane of the warp must call it. */
+__device__ __forceinline__ void dop_quad_transpose(float (&c)[4][4], int tq)
+{
+#pragma unroll
+    for (int m = 1; m <= 2; m <<= 1) {
+        bool up = tq & m;
+#pragma unroll
+        for (int n = 0; n < 4; ++n) {
+            if (n & m)
+                continue;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float send = up ? c[n][e] : c[n | m][e];
+                float got = __shfl_xor_sync(0xffffffffu, send, m);
+                if (up)
+                    c[n][e] = got;
+                else
+                    c[n | m][e] = got;
+            }
+        }
+    }
+}
+
 __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
                                                 int col0, const float (*sv)[DOP_MAXR])
 {
@@ -702,6 +736,7 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
     int nbatch = (ntiles + DOP_EXP_NB - 1) / DOP_EXP_NB;
     dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
     bool yal = dop_aligned(y, 4) && p.ldy % 2 == 0;
+    bool y16 = dop_aligned(y, 16) && p.ldy % 8 == 0 && col0 % 8 == 0; /* whole batches as 16-byte accesses */
     for (int gi = 0; gi < t.ngroups; ++gi) {
         int j0 = t.gfirst[gi], rank = t.rank_of[j0];
         unsigned mask = t.gmask[gi];
@@ -724,10 +759,20 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
             dop_split2(v12, v13, hi[s][3], lo[s][3]);
         }
         for (int b = warp; b < nbatch; b += DOP_WARPS) {
+            int cb = col0 + b * DOP_EXP_NB * 8; /* first column of the batch */
+            /* wide: the batch's 32 columns are in the tile and 16-byte aligned, so
+             * each lane reads and writes its rows' 8 columns 8 * tq .. 8 * tq + 7
+             * as one 16-byte access (uniform across the warp) */
+#if DOP_EXP_NB == 4
+            bool wide = y16 && cb + 32 <= cend;
+#else
+            bool wide = false;
+#endif
             unsigned fb[DOP_EXP_NB][DOP_EXP_KS][2], yv[DOP_EXP_NB][2];
+            uint4 yw[2];
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
-                int nb = col0 + (b * DOP_EXP_NB + n) * 8; /* first column of the n tile */
+                int nb = cb + n * 8; /* first column of the n tile */
                 const dop_u16 *brow = nb + g < cend ? B + (long long)(nb + g) * rank : 0;
 #pragma unroll
                 for (int s = 0; s < DOP_EXP_KS; ++s) {
@@ -735,27 +780,54 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                     fb[n][s][0] = s * 16 < rank ? dop_ld2(brow, k, rank, al) : 0u;
                     fb[n][s][1] = s * 16 < rank ? dop_ld2(brow, k + 8, rank, al) : 0u;
                 }
-                int cc = nb + 2 * tq;
-                yv[n][0] = in0 ? dop_ldy2(yr0, cc, cend, yal) : 0u;
-                yv[n][1] = in1 ? dop_ldy2(yr1, cc, cend, yal) : 0u;
+                if (!wide) {
+                    int cc = nb + 2 * tq;
+                    yv[n][0] = in0 ? dop_ldy2(yr0, cc, cend, yal) : 0u;
+                    yv[n][1] = in1 ? dop_ldy2(yr1, cc, cend, yal) : 0u;
+                }
             }
+            if (wide) {
+                yw[0] = in0 ? *reinterpret_cast<const uint4 *>(yr0 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
+                yw[1] = in1 ? *reinterpret_cast<const uint4 *>(yr1 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
+            }
+            float c[DOP_EXP_NB][4];
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
-                float c[4] = {0.f, 0.f, 0.f, 0.f};
+                c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 #pragma unroll
                 for (int s = 0; s < DOP_EXP_KS; ++s)
                     if (s * 16 < rank) {
-                        dop_mma(c, hi[s], fb[n][s]);
-                        dop_mma(c, lo[s], fb[n][s]);
+                        dop_mma(c[n], hi[s], fb[n][s]);
+                        dop_mma(c[n], lo[s], fb[n][s]);
                     }
-                int cc = col0 + (b * DOP_EXP_NB + n) * 8 + 2 * tq;
+            }
+#if DOP_EXP_NB == 4
+            if (wide) {
+                dop_quad_transpose(c, tq);
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    if (!(h ? in1 : in0))
+                        continue;
+                    unsigned w[4] = {yw[h].x, yw[h].y, yw[h].z, yw[h].w};
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+                        w[j] = dop_pack2(dop_from_f32(dop_to_f32((dop_u16)(w[j] & 0xffffu)) + scale * c[j][2 * h]),
+                                         dop_from_f32(dop_to_f32((dop_u16)(w[j] >> 16)) + scale * c[j][2 * h + 1]));
+                    *reinterpret_cast<uint4 *>((h ? yr1 : yr0) + cb + 8 * tq) = make_uint4(w[0], w[1], w[2], w[3]);
+                }
+                continue;
+            }
+#endif
+#pragma unroll
+            for (int n = 0; n < DOP_EXP_NB; ++n) {
+                int cc = cb + n * 8 + 2 * tq;
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     if (!(h ? in1 : in0))
                         continue;
                     dop_u16 *yr = h ? yr1 : yr0;
-                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[2 * h]);
-                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[2 * h + 1]);
+                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[n][2 * h]);
+                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[n][2 * h + 1]);
                     if (yal && cc + 1 < cend) {
                         *reinterpret_cast<unsigned *>(yr + cc) = dop_pack2(e0, e1);
                     } else {
