@@ -676,15 +676,19 @@ __device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, uns
  * batches of DOP_EXP_NB adjacent n tiles (8 output columns each) and issues
  * every load of a batch -- the B fragments and the y pairs of the group's
  * rows -- before the batch's mmas, so a batch costs one memory round trip.
- * With 4 n tiles (rank <= 64) and y 16-byte aligned, a batch's 32 columns are
- * read and written as one 16-byte access per lane and row: the quad's lanes
- * swap their results (dop_quad_transpose) so each holds 8 adjacent columns,
- * and a warp's access covers 64 contiguous bytes of each of its 8 rows (else
- * 32-bit pairs, 16 bytes per row and n tile: four times the requests, each
- * half a sector). y is read with plain loads (not the read-only path): this
- * kernel writes it. */
+ * With 4 n tiles (rank <= 64), y 16-byte aligned and outside the cluster
+ * kernel (DOP_EXP_WIDE), a batch's 32 columns are read and written as one
+ * 16-byte access per lane and row: the quad's lanes swap their results
+ * (dop_quad_transpose) so each holds 8 adjacent columns, and a warp's access
+ * covers 64 contiguous bytes of each of its 8 rows (else 32-bit pairs, 16
+ * bytes per row and n tile: four times the requests, each half a sector). y
+ * is read with plain loads (not the read-only path): this kernel writes it. */
 #define DOP_EXP_KS ((DOP_MAXR + 15) / 16)  /* k steps of 16 ranks */
 #define DOP_EXP_NB (DOP_MAXR <= 64 ? 4 : 2) /* n tiles per batch (registers: NB * KS * 2 for B) */
+/* 16-byte y accesses: not in the cluster kernel, whose expand shares its register
+ * budget with the shrink and the exchange (94 -> 122 registers at rank 16 with
+ * 2 stages, and a measured case 28% slower: docs/kernels.md) */
+#define DOP_EXP_WIDE (DOP_EXP_NB == 4 && DOP_SKETCH != 4)
 
 /* Elements c and c + 1 of a y row as one register (low half first); zero past cend.
  * aligned: the row and c are 4-byte aligned, so one 32-bit load does. */
@@ -736,7 +740,9 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
     int nbatch = (ntiles + DOP_EXP_NB - 1) / DOP_EXP_NB;
     dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
     bool yal = dop_aligned(y, 4) && p.ldy % 2 == 0;
+#if DOP_EXP_WIDE
     bool y16 = dop_aligned(y, 16) && p.ldy % 8 == 0 && col0 % 8 == 0; /* whole batches as 16-byte accesses */
+#endif
     for (int gi = 0; gi < t.ngroups; ++gi) {
         int j0 = t.gfirst[gi], rank = t.rank_of[j0];
         unsigned mask = t.gmask[gi];
@@ -763,13 +769,12 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
             /* wide: the batch's 32 columns are in the tile and 16-byte aligned, so
              * each lane reads and writes its rows' 8 columns 8 * tq .. 8 * tq + 7
              * as one 16-byte access (uniform across the warp) */
-#if DOP_EXP_NB == 4
+#if DOP_EXP_WIDE
             bool wide = y16 && cb + 32 <= cend;
 #else
             bool wide = false;
 #endif
             unsigned fb[DOP_EXP_NB][DOP_EXP_KS][2], yv[DOP_EXP_NB][2];
-            uint4 yw[2];
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
                 int nb = cb + n * 8; /* first column of the n tile */
@@ -786,23 +791,22 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                     yv[n][1] = in1 ? dop_ldy2(yr1, cc, cend, yal) : 0u;
                 }
             }
+#if DOP_EXP_WIDE
             if (wide) {
+                uint4 yw[2];
                 yw[0] = in0 ? *reinterpret_cast<const uint4 *>(yr0 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
                 yw[1] = in1 ? *reinterpret_cast<const uint4 *>(yr1 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
-            }
-            float c[DOP_EXP_NB][4];
+                float c[4][4];
 #pragma unroll
-            for (int n = 0; n < DOP_EXP_NB; ++n) {
-                c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+                for (int n = 0; n < 4; ++n) {
+                    c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 #pragma unroll
-                for (int s = 0; s < DOP_EXP_KS; ++s)
-                    if (s * 16 < rank) {
-                        dop_mma(c[n], hi[s], fb[n][s]);
-                        dop_mma(c[n], lo[s], fb[n][s]);
-                    }
-            }
-#if DOP_EXP_NB == 4
-            if (wide) {
+                    for (int s = 0; s < DOP_EXP_KS; ++s)
+                        if (s * 16 < rank) {
+                            dop_mma(c[n], hi[s], fb[n][s]);
+                            dop_mma(c[n], lo[s], fb[n][s]);
+                        }
+                }
                 dop_quad_transpose(c, tq);
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
@@ -820,14 +824,21 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
 #endif
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
+                float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int s = 0; s < DOP_EXP_KS; ++s)
+                    if (s * 16 < rank) {
+                        dop_mma(c, hi[s], fb[n][s]);
+                        dop_mma(c, lo[s], fb[n][s]);
+                    }
                 int cc = cb + n * 8 + 2 * tq;
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     if (!(h ? in1 : in0))
                         continue;
                     dop_u16 *yr = h ? yr1 : yr0;
-                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[n][2 * h]);
-                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[n][2 * h + 1]);
+                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[2 * h]);
+                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[2 * h + 1]);
                     if (yal && cc + 1 < cend) {
                         *reinterpret_cast<unsigned *>(yr + cc) = dop_pack2(e0, e1);
                     } else {
