@@ -730,6 +730,20 @@ __device__ __forceinline__ void dop_quad_transpose(float (&c)[4][4], int tq)
     }
 }
 
+/* c = the n tile's product: both 16-bit parts of the intermediate times its B fragments */
+__device__ __forceinline__ void dop_expand_mma(float (&c)[4], const unsigned (&hi)[DOP_EXP_KS][4],
+                                               const unsigned (&lo)[DOP_EXP_KS][4],
+                                               const unsigned (&fb)[DOP_EXP_KS][2], int rank)
+{
+    c[0] = c[1] = c[2] = c[3] = 0.f;
+#pragma unroll
+    for (int s = 0; s < DOP_EXP_KS; ++s)
+        if (s * 16 < rank) {
+            dop_mma(c, hi[s], fb[s]);
+            dop_mma(c, lo[s], fb[s]);
+        }
+}
+
 __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
                                                 int col0, const float (*sv)[DOP_MAXR])
 {
@@ -791,22 +805,19 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
                     yv[n][1] = in1 ? dop_ldy2(yr1, cc, cend, yal) : 0u;
                 }
             }
+            float c[DOP_EXP_NB][4];
 #if DOP_EXP_WIDE
+            uint4 yw[2];
             if (wide) {
-                uint4 yw[2];
                 yw[0] = in0 ? *reinterpret_cast<const uint4 *>(yr0 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
                 yw[1] = in1 ? *reinterpret_cast<const uint4 *>(yr1 + cb + 8 * tq) : make_uint4(0u, 0u, 0u, 0u);
-                float c[4][4];
+            }
+            /* every n tile's mmas before any result is used (measured faster here than
+             * one n tile after the other, which the cluster kernel keeps) */
 #pragma unroll
-                for (int n = 0; n < 4; ++n) {
-                    c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
-#pragma unroll
-                    for (int s = 0; s < DOP_EXP_KS; ++s)
-                        if (s * 16 < rank) {
-                            dop_mma(c[n], hi[s], fb[n][s]);
-                            dop_mma(c[n], lo[s], fb[n][s]);
-                        }
-                }
+            for (int n = 0; n < DOP_EXP_NB; ++n)
+                dop_expand_mma(c[n], hi, lo, fb[n], rank);
+            if (wide) {
                 dop_quad_transpose(c, tq);
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
@@ -824,21 +835,17 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
 #endif
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
-                float c[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                for (int s = 0; s < DOP_EXP_KS; ++s)
-                    if (s * 16 < rank) {
-                        dop_mma(c, hi[s], fb[n][s]);
-                        dop_mma(c, lo[s], fb[n][s]);
-                    }
+#if !DOP_EXP_WIDE
+                dop_expand_mma(c[n], hi, lo, fb[n], rank);
+#endif
                 int cc = cb + n * 8 + 2 * tq;
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     if (!(h ? in1 : in0))
                         continue;
                     dop_u16 *yr = h ? yr1 : yr0;
-                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[2 * h]);
-                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[2 * h + 1]);
+                    dop_u16 e0 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] & 0xffffu)) + scale * c[n][2 * h]);
+                    dop_u16 e1 = dop_from_f32(dop_to_f32((dop_u16)(yv[n][h] >> 16)) + scale * c[n][2 * h + 1]);
                     if (yal && cc + 1 < cend) {
                         *reinterpret_cast<unsigned *>(yr + cc) = dop_pack2(e0, e1);
                     } else {
