@@ -485,6 +485,23 @@ __device__ __forceinline__ void dop_stage_load(const dop_kparams &p, dop_stage &
                                                int kb, int k1)
 {
     constexpr int SEGS = DOP_KC / 8; /* 16-byte segments of a row */
+#if DOP_THREADS % (DOP_KC / 8) == 0
+    /* every segment of a thread has the same K offset, and its stage rows (x's
+     * 16, then A's) step by DOP_THREADS / SEGS: no division per segment */
+    constexpr int RSTEP = DOP_THREADS / SEGS;
+    int koff = (threadIdx.x % SEGS) * 8, k = kb + koff;
+    bool kin = k < k1;
+    for (int r = threadIdx.x / SEGS; r < 16 + arows; r += RSTEP) {
+        if (r < 16) {
+            bool ok = kin && (mask >> r & 1u); /* rows of the group are < num_rows */
+            dop_cp16(&st.x[r][koff], ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
+        } else {
+            int n = r - 16;
+            bool ok = kin && n < rank;
+            dop_cp16(&st.a[n][koff], ok ? A + (long long)n * p.d_in + k : A, ok);
+        }
+    }
+#else
     int total = (16 + arows) * SEGS;
     for (int i = threadIdx.x; i < total; i += DOP_THREADS) {
         int r = i / SEGS, sg = i - r * SEGS, k = kb + sg * 8;
@@ -497,6 +514,7 @@ __device__ __forceinline__ void dop_stage_load(const dop_kparams &p, dop_stage &
             dop_cp16(&st.a[n][sg * 8], ok ? A + (long long)n * p.d_in + k : A, ok);
         }
     }
+#endif
 }
 
 /* One row group's sv[j][r] += sum over [k0, k1) of x[row0 + j][k] * A[r][k]
@@ -535,6 +553,19 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
             dop_stage_load(p, st[s], xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
         dop_cp_commit();
     }
+    /* each item's n tile and k16 steps, fixed for the group (no division per chunk),
+     * and this lane's ldmatrix rows: x matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
+     * give a0..a3; A: n rows x (k 0-7 | 8-15) give b0, b1 */
+    int nt_of[MAXI], s0_of[MAXI], s1_of[MAXI];
+#pragma unroll
+    for (int i = 0; i < MAXI; ++i) {
+        int item = warp + i * DOP_WARPS;
+        nt_of[i] = item % ntiles;
+        s0_of[i] = item / ntiles * U / parts;
+        s1_of[i] = (item / ntiles + 1) * U / parts;
+    }
+    int xoff = ((lane & 7) + ((lane >> 3) & 1) * 8) * DOP_SP + (lane >> 4) * 8;
+    int aoff = (lane & 7) * DOP_SP + ((lane >> 3) & 1) * 8;
     for (int ch = 0; ch < nchunks; ++ch) {
         dop_cp_wait<DOP_STAGES - 2>(); /* chunk ch has landed (this thread's copies) */
         __syncthreads();               /* everyone's copies; everyone is past chunk ch - 1 */
@@ -543,19 +574,19 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
             dop_stage_load(p, st[nx % DOP_STAGES], xb, A, row0, mask, rank, ntiles * 8, k0 + nx * DOP_KC, k1);
         dop_cp_commit();
         const dop_stage &b = st[ch % DOP_STAGES];
-        int kb = k0 + ch * DOP_KC;
+        /* K past k1 in the last chunk was zero-filled, so its steps add nothing */
 #pragma unroll
         for (int i = 0; i < MAXI; ++i) {
-            int item = warp + i * DOP_WARPS;
-            if (item >= nitems)
+            if (warp + i * DOP_WARPS >= nitems)
                 break; /* uniform across the warp */
-            int nt = item % ntiles, part = item / ntiles;
-            int s0 = part * U / parts, s1 = (part + 1) * U / parts;
-            for (int s = s0; s < s1 && kb + s * 16 < k1; ++s) {
+            const dop_u16 *bx = &b.x[0][0] + xoff, *ba = &b.a[0][0] + nt_of[i] * 8 * DOP_SP + aoff;
+#pragma unroll
+            for (int s = 0; s < U; ++s) {
+                if (s < s0_of[i] || s >= s1_of[i])
+                    continue;
                 unsigned fa[4], fb[2];
-                /* x: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) give a0..a3; A: n rows x (k 0-7 | 8-15) */
-                dop_ldm_x4(fa, &b.x[(lane & 7) + ((lane >> 3) & 1) * 8][s * 16 + (lane >> 4) * 8]);
-                dop_ldm_x2(fb, &b.a[nt * 8 + (lane & 7)][s * 16 + ((lane >> 3) & 1) * 8]);
+                dop_ldm_x4(fa, bx + s * 16);
+                dop_ldm_x2(fb, ba + s * 16);
                 dop_mma(c[i], fa, fb);
             }
         }
