@@ -440,11 +440,11 @@ struct dop_stage {
 
 /* 16 bytes global -> shared, bypassing L1; valid == false reads nothing and
  * writes zeros (src-size 0), so the tail and absent rows cost no load. */
-__device__ __forceinline__ void dop_cp16(void *dst, const void *src, bool valid)
+__device__ __forceinline__ void dop_cp16(unsigned dst, const void *src, bool valid)
 {
     asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; cp.async.cg.shared.global [%0], [g], 16, %2; }"
                  :
-                 : "r"(dop_smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "r"(dst), "l"(src), "r"(valid ? 16 : 0)
                  : "memory");
 }
 
@@ -459,59 +459,102 @@ template <int N> __device__ __forceinline__ void dop_cp_wait()
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-__device__ __forceinline__ void dop_ldm_x4(unsigned (&r)[4], const dop_u16 *p)
+/* ldmatrix at a shared-memory address (dop_smem_addr) */
+__device__ __forceinline__ void dop_ldm_x4(unsigned (&r)[4], unsigned addr)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(dop_smem_addr(p))
+                 : "r"(addr)
                  : "memory");
 }
 
-__device__ __forceinline__ void dop_ldm_x2(unsigned (&r)[2], const dop_u16 *p)
+__device__ __forceinline__ void dop_ldm_x2(unsigned (&r)[2], unsigned addr)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
                  : "=r"(r[0]), "=r"(r[1])
-                 : "r"(dop_smem_addr(p))
+                 : "r"(addr)
                  : "memory");
 }
 
-/* Issues the copies of chunk `chunk` (K from k0 + chunk * DOP_KC) into buffer st:
+/* A thread's copies into a stage, fixed for a row group. A stage is the rows
+ * x[0..15] then A[0..arows - 1], DOP_KC / 8 16-byte segments each. When the
+ * thread count is a multiple of that, every segment of a thread has the same K
+ * offset (koff) and its rows step by DOP_THREADS / (DOP_KC / 8), so a chunk's
+ * copies are pointer increments (dop_stage_load); else each copy finds its row
+ * and segment by division (kept for kc 48, 80, 96, 112 with few threads). */
+struct dop_copies {
+    const dop_u16 *x, *a; /* the thread's first x and A row, at K = koff */
+    long long xstep, astep;
+    unsigned sx, sa; /* their byte offsets in a stage */
+    int rx, na;      /* their rows (x: < 16 or none; A: from 0) */
+    int koff;
+};
+
+#define DOP_SEGS (DOP_KC / 8)
+#define DOP_CP_FIXED (DOP_THREADS % DOP_SEGS == 0)
+
+__device__ __forceinline__ dop_copies dop_copies_make(const dop_kparams &p, const dop_stage &st0,
+                                                      const dop_u16 *xb, const dop_u16 *A, int row0)
+{
+    dop_copies c;
+#if DOP_CP_FIXED
+    constexpr int RSTEP = DOP_THREADS / DOP_SEGS;
+    int r = threadIdx.x / DOP_SEGS; /* the thread's first stage row */
+    c.koff = threadIdx.x % DOP_SEGS * 8;
+    c.rx = r;
+    c.na = r < 16 ? r + (16 - r + RSTEP - 1) / RSTEP * RSTEP - 16 : r - 16;
+    c.x = xb + (long long)(row0 + c.rx) * p.ldx + c.koff; /* read only for rows of the group */
+    c.a = A + (long long)c.na * p.d_in + c.koff;
+    c.xstep = (long long)RSTEP * p.ldx;
+    c.astep = (long long)RSTEP * p.d_in;
+    unsigned abase = (unsigned)(reinterpret_cast<const char *>(&st0.a[0][0]) - reinterpret_cast<const char *>(&st0));
+    c.sx = (unsigned)(c.rx * DOP_SP + c.koff) * 2u;
+    c.sa = abase + (unsigned)(c.na * DOP_SP + c.koff) * 2u;
+#else
+    (void)p, (void)st0, (void)xb, (void)A, (void)row0;
+    c = dop_copies{};
+#endif
+    return c;
+}
+
+/* Issues the copies of the chunk at K = kb into the stage at shared address sb:
  * the rows of the group (mask) of x and the rank rows of A; everything else of
  * the stage (rows outside the group, ranks up to the n tile, K past k1) is
  * zero-filled, so no address outside x, A or [k0, k1) is read. k1 and every
  * K offset are multiples of 8, so a 16-byte segment is wholly in or out. */
-__device__ __forceinline__ void dop_stage_load(const dop_kparams &p, dop_stage &st, const dop_u16 *xb,
-                                               const dop_u16 *A, int row0, unsigned mask, int rank, int arows,
-                                               int kb, int k1)
+__device__ __forceinline__ void dop_stage_load(const dop_kparams &p, const dop_copies &c, const dop_stage &st,
+                                               unsigned sb, const dop_u16 *xb, const dop_u16 *A, int row0,
+                                               unsigned mask, int rank, int arows, int kb, int k1)
 {
-    constexpr int SEGS = DOP_KC / 8; /* 16-byte segments of a row */
-#if DOP_THREADS % (DOP_KC / 8) == 0
-    /* every segment of a thread has the same K offset, and its stage rows (x's
-     * 16, then A's) step by DOP_THREADS / SEGS: no division per segment */
-    constexpr int RSTEP = DOP_THREADS / SEGS;
-    int koff = (threadIdx.x % SEGS) * 8, k = kb + koff;
-    bool kin = k < k1;
-    for (int r = threadIdx.x / SEGS; r < 16 + arows; r += RSTEP) {
-        if (r < 16) {
-            bool ok = kin && (mask >> r & 1u); /* rows of the group are < num_rows */
-            dop_cp16(&st.x[r][koff], ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
-        } else {
-            int n = r - 16;
-            bool ok = kin && n < rank;
-            dop_cp16(&st.a[n][koff], ok ? A + (long long)n * p.d_in + k : A, ok);
-        }
+#if DOP_CP_FIXED
+    (void)p, (void)st, (void)row0;
+    constexpr int RSTEP = DOP_THREADS / DOP_SEGS;
+    constexpr unsigned RB = RSTEP * DOP_SP * 2; /* bytes between a thread's stage rows */
+    bool kin = kb + c.koff < k1;
+    const dop_u16 *src = c.x + kb;
+    unsigned dst = sb + c.sx;
+    for (int r = c.rx; r < 16; r += RSTEP, src += c.xstep, dst += RB) {
+        bool ok = kin && (mask >> r & 1u); /* rows of the group are < num_rows */
+        dop_cp16(dst, ok ? src : xb, ok);
+    }
+    src = c.a + kb;
+    dst = sb + c.sa;
+    for (int n = c.na; n < arows; n += RSTEP, src += c.astep, dst += RB) {
+        bool ok = kin && n < rank;
+        dop_cp16(dst, ok ? src : A, ok);
     }
 #else
-    int total = (16 + arows) * SEGS;
+    (void)c, (void)sb;
+    int total = (16 + arows) * DOP_SEGS;
     for (int i = threadIdx.x; i < total; i += DOP_THREADS) {
-        int r = i / SEGS, sg = i - r * SEGS, k = kb + sg * 8;
+        int r = i / DOP_SEGS, sg = i - r * DOP_SEGS, k = kb + sg * 8;
         if (r < 16) {
-            bool ok = k < k1 && (mask >> r & 1u); /* rows of the group are < num_rows */
-            dop_cp16(&st.x[r][sg * 8], ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
+            bool ok = k < k1 && (mask >> r & 1u);
+            dop_cp16(dop_smem_addr(&st.x[r][sg * 8]), ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
         } else {
             int n = r - 16;
             bool ok = k < k1 && n < rank;
-            dop_cp16(&st.a[n][sg * 8], ok ? A + (long long)n * p.d_in + k : A, ok);
+            dop_cp16(dop_smem_addr(&st.a[n][sg * 8]), ok ? A + (long long)n * p.d_in + k : A, ok);
         }
     }
 #endif
@@ -543,6 +586,9 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     parts = parts < 1 ? 1 : (parts > U ? U : parts);
     int nitems = ntiles * parts;
     int nchunks = (k1 - k0 + DOP_KC - 1) / DOP_KC;
+    dop_copies cp = dop_copies_make(p, st[0], xb, A, row0);
+    unsigned ring = dop_smem_addr(&st[0]);
+    constexpr unsigned SB = sizeof(dop_stage);
     float c[MAXI][4];
 #pragma unroll
     for (int i = 0; i < MAXI; ++i)
@@ -550,7 +596,7 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
 #pragma unroll
     for (int s = 0; s < DOP_STAGES - 1; ++s) {
         if (s < nchunks)
-            dop_stage_load(p, st[s], xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
+            dop_stage_load(p, cp, st[s], ring + s * SB, xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
         dop_cp_commit();
     }
     /* each item's n tile and k16 steps, fixed for the group (no division per chunk),
@@ -564,29 +610,32 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
         s0_of[i] = item / ntiles * U / parts;
         s1_of[i] = (item / ntiles + 1) * U / parts;
     }
-    int xoff = ((lane & 7) + ((lane >> 3) & 1) * 8) * DOP_SP + (lane >> 4) * 8;
-    int aoff = (lane & 7) * DOP_SP + ((lane >> 3) & 1) * 8;
+    unsigned xoff = (unsigned)(reinterpret_cast<const char *>(&st[0].x[(lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8]) -
+                               reinterpret_cast<const char *>(&st[0]));
+    unsigned aoff = (unsigned)(reinterpret_cast<const char *>(&st[0].a[lane & 7][((lane >> 3) & 1) * 8]) -
+                               reinterpret_cast<const char *>(&st[0]));
     for (int ch = 0; ch < nchunks; ++ch) {
         dop_cp_wait<DOP_STAGES - 2>(); /* chunk ch has landed (this thread's copies) */
         __syncthreads();               /* everyone's copies; everyone is past chunk ch - 1 */
         int nx = ch + DOP_STAGES - 1;
         if (nx < nchunks)
-            dop_stage_load(p, st[nx % DOP_STAGES], xb, A, row0, mask, rank, ntiles * 8, k0 + nx * DOP_KC, k1);
+            dop_stage_load(p, cp, st[nx % DOP_STAGES], ring + nx % DOP_STAGES * SB, xb, A, row0, mask, rank,
+                           ntiles * 8, k0 + nx * DOP_KC, k1);
         dop_cp_commit();
-        const dop_stage &b = st[ch % DOP_STAGES];
+        unsigned sb = ring + ch % DOP_STAGES * SB;
         /* K past k1 in the last chunk was zero-filled, so its steps add nothing */
 #pragma unroll
         for (int i = 0; i < MAXI; ++i) {
             if (warp + i * DOP_WARPS >= nitems)
                 break; /* uniform across the warp */
-            const dop_u16 *bx = &b.x[0][0] + xoff, *ba = &b.a[0][0] + nt_of[i] * 8 * DOP_SP + aoff;
+            unsigned bx = sb + xoff, ba = sb + aoff + (unsigned)nt_of[i] * 8u * DOP_SP * 2u;
 #pragma unroll
             for (int s = 0; s < U; ++s) {
                 if (s < s0_of[i] || s >= s1_of[i])
                     continue;
                 unsigned fa[4], fb[2];
-                dop_ldm_x4(fa, bx + s * 16);
-                dop_ldm_x2(fb, ba + s * 16);
+                dop_ldm_x4(fa, bx + s * 32);
+                dop_ldm_x2(fb, ba + s * 32);
                 dop_mma(c[i], fa, fb);
             }
         }
