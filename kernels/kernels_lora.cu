@@ -769,6 +769,10 @@ __device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, uns
  * budget with the shrink and the exchange (94 -> 122 registers at rank 16 with
  * 2 stages, and a measured case 28% slower: docs/kernels.md) */
 #define DOP_EXP_WIDE (DOP_EXP_NB == 4 && DOP_SKETCH != 4)
+/* B fragments of whole batches without checks: up to rank 32 (at rank 64 the
+ * hoisted loads took the expand from 128 to 154 registers and 4 of 6 measured
+ * cases got slower, by up to 11%) */
+#define DOP_EXP_DIRECT (DOP_EXP_WIDE && DOP_EXP_KS <= 2)
 
 /* Elements c and c + 1 of a y row as one register (low half first); zero past cend.
  * aligned: the row and c are 4-byte aligned, so one 32-bit load does. */
@@ -843,6 +847,9 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
         const dop_u16 *B = t.rB[j0];
         float scale = t.rscale[j0];
         bool al = dop_aligned(B, 4) && rank % 2 == 0;
+#if DOP_EXP_DIRECT
+        bool bfull = al && rank % 16 == 0; /* B fragments as plain 32-bit loads */
+#endif
         bool in0 = mask >> g & 1u, in1 = mask >> (g + 8) & 1u; /* this lane's two rows */
         dop_u16 *yr0 = in0 ? y + (long long)(row0 + g) * p.ldy : y, *yr1 = in1 ? y + (long long)(row0 + g + 8) * p.ldy : y;
         unsigned hi[DOP_EXP_KS][4], lo[DOP_EXP_KS][4];
@@ -869,6 +876,20 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
             bool wide = false;
 #endif
             unsigned fb[DOP_EXP_NB][DOP_EXP_KS][2], yv[DOP_EXP_NB][2];
+#if DOP_EXP_DIRECT
+            if (wide && bfull) {
+                /* every B row of the batch exists and every k step is whole: 32-bit
+                 * loads at fixed offsets, no checks */
+                const unsigned *bb = reinterpret_cast<const unsigned *>(B + (long long)(cb + g) * rank + 2 * tq);
+#pragma unroll
+                for (int n = 0; n < DOP_EXP_NB; ++n)
+#pragma unroll
+                    for (int s = 0; s < DOP_EXP_KS; ++s) {
+                        fb[n][s][0] = s * 16 < rank ? __ldg(bb + n * 4 * rank + s * 8) : 0u;
+                        fb[n][s][1] = s * 16 < rank ? __ldg(bb + n * 4 * rank + s * 8 + 4) : 0u;
+                    }
+            } else
+#endif
 #pragma unroll
             for (int n = 0; n < DOP_EXP_NB; ++n) {
                 int nb = cb + n * 8; /* first column of the n tile */
