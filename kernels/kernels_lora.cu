@@ -770,8 +770,8 @@ __device__ __forceinline__ void dop_split2(float v0, float v1, unsigned &hi, uns
  * 2 stages, and a measured case 28% slower: docs/kernels.md) */
 #define DOP_EXP_WIDE (DOP_EXP_NB == 4 && DOP_SKETCH != 4)
 /* B fragments of whole batches without checks: up to rank 32 (at rank 64 the
- * hoisted loads took the expand from 128 to 154 registers and 4 of 6 measured
- * cases got slower, by up to 11%) */
+ * hoisted loads took the expand from 128 to 154 registers and 7 of 8 measured
+ * cases got slower, by up to 14%) */
 #define DOP_EXP_DIRECT (DOP_EXP_WIDE && DOP_EXP_KS <= 2)
 
 /* Elements c and c + 1 of a y row as one register (low half first); zero past cend.
