@@ -437,6 +437,8 @@ struct dop_stage {
     dop_u16 x[16][DOP_SP];
     dop_u16 a[DOP_SR][DOP_SP];
 };
+#define DOP_STAGE_A (16 * DOP_SP * 2) /* byte offset of a stage's A rows */
+static_assert(sizeof(dop_stage) == (16 + DOP_SR) * DOP_SP * 2, "no padding: A rows start right after x's 16 rows");
 
 /* 16 bytes global -> shared, bypassing L1; valid == false reads nothing and
  * writes zeros (src-size 0), so the tail and absent rows cost no load. */
@@ -493,8 +495,8 @@ struct dop_copies {
 #define DOP_SEGS (DOP_KC / 8)
 #define DOP_CP_FIXED (DOP_THREADS % DOP_SEGS == 0)
 
-__device__ __forceinline__ dop_copies dop_copies_make(const dop_kparams &p, const dop_stage &st0,
-                                                      const dop_u16 *xb, const dop_u16 *A, int row0)
+__device__ __forceinline__ dop_copies dop_copies_make(const dop_kparams &p, const dop_u16 *xb, const dop_u16 *A,
+                                                      int row0)
 {
     dop_copies c;
 #if DOP_CP_FIXED
@@ -507,11 +509,10 @@ __device__ __forceinline__ dop_copies dop_copies_make(const dop_kparams &p, cons
     c.a = A + (long long)c.na * p.d_in + c.koff;
     c.xstep = (long long)RSTEP * p.ldx;
     c.astep = (long long)RSTEP * p.d_in;
-    unsigned abase = (unsigned)(reinterpret_cast<const char *>(&st0.a[0][0]) - reinterpret_cast<const char *>(&st0));
     c.sx = (unsigned)(c.rx * DOP_SP + c.koff) * 2u;
-    c.sa = abase + (unsigned)(c.na * DOP_SP + c.koff) * 2u;
+    c.sa = DOP_STAGE_A + (unsigned)(c.na * DOP_SP + c.koff) * 2u;
 #else
-    (void)p, (void)st0, (void)xb, (void)A, (void)row0;
+    (void)p, (void)xb, (void)A, (void)row0;
     c = dop_copies{};
 #endif
     return c;
@@ -522,12 +523,12 @@ __device__ __forceinline__ dop_copies dop_copies_make(const dop_kparams &p, cons
  * the stage (rows outside the group, ranks up to the n tile, K past k1) is
  * zero-filled, so no address outside x, A or [k0, k1) is read. k1 and every
  * K offset are multiples of 8, so a 16-byte segment is wholly in or out. */
-__device__ __forceinline__ void dop_stage_load(const dop_kparams &p, const dop_copies &c, const dop_stage &st,
-                                               unsigned sb, const dop_u16 *xb, const dop_u16 *A, int row0,
-                                               unsigned mask, int rank, int arows, int kb, int k1)
+__device__ __forceinline__ void dop_stage_load(const dop_kparams &p, const dop_copies &c, unsigned sb,
+                                               const dop_u16 *xb, const dop_u16 *A, int row0, unsigned mask, int rank,
+                                               int arows, int kb, int k1)
 {
 #if DOP_CP_FIXED
-    (void)p, (void)st, (void)row0;
+    (void)p, (void)row0;
     constexpr int RSTEP = DOP_THREADS / DOP_SEGS;
     constexpr unsigned RB = RSTEP * DOP_SP * 2; /* bytes between a thread's stage rows */
     bool kin = kb + c.koff < k1;
@@ -544,17 +545,18 @@ __device__ __forceinline__ void dop_stage_load(const dop_kparams &p, const dop_c
         dop_cp16(dst, ok ? src : A, ok);
     }
 #else
-    (void)c, (void)sb;
+    (void)c;
     int total = (16 + arows) * DOP_SEGS;
     for (int i = threadIdx.x; i < total; i += DOP_THREADS) {
         int r = i / DOP_SEGS, sg = i - r * DOP_SEGS, k = kb + sg * 8;
+        unsigned dst = sb + (unsigned)(r * DOP_SP + sg * 8) * 2u; /* x then A: rows of DOP_SP elements */
         if (r < 16) {
             bool ok = k < k1 && (mask >> r & 1u);
-            dop_cp16(dop_smem_addr(&st.x[r][sg * 8]), ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
+            dop_cp16(dst, ok ? xb + (long long)(row0 + r) * p.ldx + k : xb, ok);
         } else {
             int n = r - 16;
             bool ok = k < k1 && n < rank;
-            dop_cp16(dop_smem_addr(&st.a[n][sg * 8]), ok ? A + (long long)n * p.d_in + k : A, ok);
+            dop_cp16(dst, ok ? A + (long long)n * p.d_in + k : A, ok);
         }
     }
 #endif
@@ -586,7 +588,7 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     parts = parts < 1 ? 1 : (parts > U ? U : parts);
     int nitems = ntiles * parts;
     int nchunks = (k1 - k0 + DOP_KC - 1) / DOP_KC;
-    dop_copies cp = dop_copies_make(p, st[0], xb, A, row0);
+    dop_copies cp = dop_copies_make(p, xb, A, row0);
     unsigned ring = dop_smem_addr(&st[0]);
     constexpr unsigned SB = sizeof(dop_stage);
     float c[MAXI][4];
@@ -596,7 +598,7 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
 #pragma unroll
     for (int s = 0; s < DOP_STAGES - 1; ++s) {
         if (s < nchunks)
-            dop_stage_load(p, cp, st[s], ring + s * SB, xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
+            dop_stage_load(p, cp, ring + s * SB, xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
         dop_cp_commit();
     }
     /* each item's n tile and k16 steps, fixed for the group (no division per chunk),
@@ -610,17 +612,15 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
         s0_of[i] = item / ntiles * U / parts;
         s1_of[i] = (item / ntiles + 1) * U / parts;
     }
-    unsigned xoff = (unsigned)(reinterpret_cast<const char *>(&st[0].x[(lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8]) -
-                               reinterpret_cast<const char *>(&st[0]));
-    unsigned aoff = (unsigned)(reinterpret_cast<const char *>(&st[0].a[lane & 7][((lane >> 3) & 1) * 8]) -
-                               reinterpret_cast<const char *>(&st[0]));
+    unsigned xoff = (unsigned)(((lane & 7) + ((lane >> 3) & 1) * 8) * DOP_SP + (lane >> 4) * 8) * 2u;
+    unsigned aoff = DOP_STAGE_A + (unsigned)((lane & 7) * DOP_SP + ((lane >> 3) & 1) * 8) * 2u;
     for (int ch = 0; ch < nchunks; ++ch) {
         dop_cp_wait<DOP_STAGES - 2>(); /* chunk ch has landed (this thread's copies) */
         __syncthreads();               /* everyone's copies; everyone is past chunk ch - 1 */
         int nx = ch + DOP_STAGES - 1;
         if (nx < nchunks)
-            dop_stage_load(p, cp, st[nx % DOP_STAGES], ring + nx % DOP_STAGES * SB, xb, A, row0, mask, rank,
-                           ntiles * 8, k0 + nx * DOP_KC, k1);
+            dop_stage_load(p, cp, ring + nx % DOP_STAGES * SB, xb, A, row0, mask, rank, ntiles * 8,
+                           k0 + nx * DOP_KC, k1);
         dop_cp_commit();
         unsigned sb = ring + ch % DOP_STAGES * SB;
         /* K past k1 in the last chunk was zero-filled, so its steps add nothing */

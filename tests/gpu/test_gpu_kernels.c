@@ -294,6 +294,9 @@ static void test_mma_schedules(void **state)
  * 16-row tile, and 333 or 1500 rows so that a persistent grid has more tiles
  * than CTAs (the counter sketch's CTAs then count in several tiles, some of
  * one row tile). The shrink and expand ops run the split sketch's halves.
+ * kc 48 (6 copy segments a row, which 64 threads do not divide) takes the
+ * copies that find their row and segment by division; the others, the copy
+ * plans (dop_copies).
  */
 static void test_staged_persistent_schedules(void **state)
 {
@@ -316,6 +319,7 @@ static void test_staged_persistent_schedules(void **state)
         "counter rows=1 warps=8 vec=8 kc=1024 splitk=16 cols=512 persist=1",
         "counter rows=4 warps=4 vec=8 kc=512 splitk=3 cols=128 persist=1",
         "split rows=16 warps=8 vec=8 kc=128 splitk=2 cols=256 mma persist=1",
+        "split rows=16 warps=2 vec=8 kc=48 splitk=2 cols=128 mma stages=3",
     };
     static const int dims[][2] = {{4096, 4096}, {3424, 100}, {100, 1024}, {11008, 4096}, {1024, 3424}};
     static const int ranks[] = {16, 40, 8, 64, 128};
