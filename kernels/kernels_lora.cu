@@ -135,6 +135,13 @@ __device__ __forceinline__ float dop_warp_sum(float v)
     return v;
 }
 
+/* i mod n for 0 <= i < 2n, without a division (with % in its chunk order the
+ * staged shrink came out of ptxas with 80 registers and spills) */
+__device__ __forceinline__ int dop_wrap(int i, int n)
+{
+    return i >= n ? i - n : i;
+}
+
 /* The shared-window address of a __shared__ object (for cp.async, ldmatrix, mapa). */
 __device__ __forceinline__ unsigned dop_smem_addr(const void *p)
 {
@@ -426,6 +433,26 @@ __device__ __forceinline__ unsigned dop_pack2(dop_u16 lo, dop_u16 hi)
     return (unsigned)lo | ((unsigned)hi << 16);
 }
 
+/* sv[j][r] += the C fragment c of the n tile whose first rank is r0, for the
+ * rows j of the group (mask) and ranks below rank */
+__device__ __forceinline__ void dop_shrink_emit(float (*sv)[DOP_MAXR], const float (&c)[4], int r0, unsigned mask,
+                                                int rank)
+{
+    int lane = threadIdx.x & 31, g = lane >> 2, r = r0 + 2 * (lane & 3);
+    if (mask >> g & 1u) {
+        if (r < rank)
+            atomicAdd(&sv[g][r], c[0]);
+        if (r + 1 < rank)
+            atomicAdd(&sv[g][r + 1], c[1]);
+    }
+    if (mask >> (g + 8) & 1u) {
+        if (r < rank)
+            atomicAdd(&sv[g + 8][r], c[2]);
+        if (r + 1 < rank)
+            atomicAdd(&sv[g + 8][r + 1], c[3]);
+    }
+}
+
 #if DOP_STAGES > 1
 /* ---- cp.async staging of x and A (sm_80+) -------------------------------------------
  * A chunk of DOP_KC elements of K: x [16 rows][DOP_KC] and A [ranks rounded up to
@@ -534,6 +561,25 @@ __device__ __forceinline__ void dop_stage_load(const dop_kparams &p, const dop_c
     bool kin = kb + c.koff < k1;
     const dop_u16 *src = c.x + kb;
     unsigned dst = sb + c.sx;
+    if constexpr (16 % RSTEP == 0 && DOP_SR % RSTEP == 0) {
+        if (arows == DOP_SR) {
+            /* every thread has 16 / RSTEP x rows and DOP_SR / RSTEP A rows (na == rx):
+             * unrolled, at fixed shared offsets */
+#pragma unroll
+            for (int i = 0; i < 16 / RSTEP; ++i, src += c.xstep) {
+                bool ok = kin && (mask >> (c.rx + i * RSTEP) & 1u);
+                dop_cp16(dst + i * RB, ok ? src : xb, ok);
+            }
+            src = c.a + kb;
+            dst = sb + c.sa;
+#pragma unroll
+            for (int i = 0; i < DOP_SR / RSTEP; ++i, src += c.astep) {
+                bool ok = kin && c.na + i * RSTEP < rank;
+                dop_cp16(dst + i * RB, ok ? src : A, ok);
+            }
+            return;
+        }
+    }
     for (int r = c.rx; r < 16; r += RSTEP, src += c.xstep, dst += RB) {
         bool ok = kin && (mask >> r & 1u); /* rows of the group are < num_rows */
         dop_cp16(dst, ok ? src : xb, ok);
@@ -576,7 +622,7 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
                                                         int k0, int k1, float (*sv)[DOP_MAXR],
                                                         dop_stage (&st)[DOP_STAGES])
 {
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const dop_u16 *xb = reinterpret_cast<const dop_u16 *>(p.x);
     int j0 = t.gfirst[gi], rank = t.rank_of[j0];
     unsigned mask = t.gmask[gi];
@@ -588,6 +634,11 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     parts = parts < 1 ? 1 : (parts > U ? U : parts);
     int nitems = ntiles * parts;
     int nchunks = (k1 - k0 + DOP_KC - 1) / DOP_KC;
+    /* every other row tile takes its chunks from half way round the K range, so
+     * concurrent row tiles do not all read the same K columns (and A rows) at once:
+     * H200, 24 tensor-core prefill cases, identical layout 4 - 8% shorter than in
+     * K order, uniform with kc 64 up to 6% longer (docs/kernels.md) */
+    int rot = (row0 >> 4 & 1) * (nchunks >> 1);
     dop_copies cp = dop_copies_make(p, xb, A, row0);
     unsigned ring = dop_smem_addr(&st[0]);
     constexpr unsigned SB = sizeof(dop_stage);
@@ -598,7 +649,8 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
 #pragma unroll
     for (int s = 0; s < DOP_STAGES - 1; ++s) {
         if (s < nchunks)
-            dop_stage_load(p, cp, ring + s * SB, xb, A, row0, mask, rank, ntiles * 8, k0 + s * DOP_KC, k1);
+            dop_stage_load(p, cp, ring + s * SB, xb, A, row0, mask, rank, ntiles * 8,
+                           k0 + dop_wrap(s + rot, nchunks) * DOP_KC, k1);
         dop_cp_commit();
     }
     /* each item's n tile and k16 steps, fixed for the group (no division per chunk),
@@ -614,16 +666,60 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     }
     unsigned xoff = (unsigned)(((lane & 7) + ((lane >> 3) & 1) * 8) * DOP_SP + (lane >> 4) * 8) * 2u;
     unsigned aoff = DOP_STAGE_A + (unsigned)((lane & 7) * DOP_SP + ((lane >> 3) & 1) * 8) * 2u;
+    /* fast path: the group's n tiles are all of the stage's (the rank rounds up
+     * to DOP_SR), so the split of the work is known at compile time -- FNPW n
+     * tiles of one K part per warp, FSTEPS k16 steps each -- and a batch of FB
+     * steps issues all its ldmatrix before its mmas (the x fragment of a step
+     * serves every n tile of the warp; one n tile alternates two accumulators) */
+    constexpr int FNT = DOP_SR / 8;
+    constexpr int FPARTS = DOP_WARPS / FNT < 1 ? 1 : (DOP_WARPS / FNT > U ? U : DOP_WARPS / FNT);
+    constexpr int FNPW = FNT >= DOP_WARPS ? FNT / DOP_WARPS : 1;
+    constexpr int FSTEPS = U / FPARTS;
+    constexpr int FACC = FNPW == 1 ? 2 : 1;
+    constexpr int FB0 = 32 / (4 + 2 * FNPW); /* steps per batch: up to 32 fragment registers */
+    constexpr int FB = FB0 >= FSTEPS ? FSTEPS : (FB0 >= 4 ? 4 : (FB0 >= 2 ? 2 : 1));
+    constexpr bool FOK = (FNT >= DOP_WARPS ? FNT % DOP_WARPS == 0 : true) && U % FPARTS == 0 && FSTEPS % FB == 0;
+    bool fast = FOK && ntiles == FNT; /* uniform across the CTA */
+    bool factive = warp < FNT * FPARTS || FNT >= DOP_WARPS;
+    int fnt0 = FNT >= DOP_WARPS ? warp : warp % FNT, fs0 = FNT >= DOP_WARPS ? 0 : warp / FNT * FSTEPS;
+    unsigned fxo = xoff + (unsigned)fs0 * 32u, fao = aoff + (unsigned)(fnt0 * 8 * DOP_SP + fs0 * 16) * 2u;
+    float fc[FNPW][FACC][4];
+#pragma unroll
+    for (int j = 0; j < FNPW; ++j)
+#pragma unroll
+        for (int a = 0; a < FACC; ++a)
+            fc[j][a][0] = fc[j][a][1] = fc[j][a][2] = fc[j][a][3] = 0.f;
     for (int ch = 0; ch < nchunks; ++ch) {
         dop_cp_wait<DOP_STAGES - 2>(); /* chunk ch has landed (this thread's copies) */
         __syncthreads();               /* everyone's copies; everyone is past chunk ch - 1 */
         int nx = ch + DOP_STAGES - 1;
         if (nx < nchunks)
             dop_stage_load(p, cp, ring + nx % DOP_STAGES * SB, xb, A, row0, mask, rank, ntiles * 8,
-                           k0 + nx * DOP_KC, k1);
+                           k0 + dop_wrap(nx + rot, nchunks) * DOP_KC, k1);
         dop_cp_commit();
         unsigned sb = ring + ch % DOP_STAGES * SB;
         /* K past k1 in the last chunk was zero-filled, so its steps add nothing */
+        if (fast) {
+            if (factive) {
+#pragma unroll
+                for (int b0 = 0; b0 < FSTEPS; b0 += FB) {
+                    unsigned fa[FB][4], fb[FB][FNPW][2];
+#pragma unroll
+                    for (int s = 0; s < FB; ++s) {
+                        dop_ldm_x4(fa[s], sb + fxo + (b0 + s) * 32);
+#pragma unroll
+                        for (int j = 0; j < FNPW; ++j)
+                            dop_ldm_x2(fb[s][j], sb + fao + (unsigned)(j * DOP_WARPS * 8 * DOP_SP * 2 + (b0 + s) * 32));
+                    }
+#pragma unroll
+                    for (int s = 0; s < FB; ++s)
+#pragma unroll
+                        for (int j = 0; j < FNPW; ++j)
+                            dop_mma(fc[j][(b0 + s) % FACC], fa[s], fb[s][j]);
+                }
+            }
+            continue;
+        }
 #pragma unroll
         for (int i = 0; i < MAXI; ++i) {
             if (warp + i * DOP_WARPS >= nitems)
@@ -642,24 +738,25 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     }
     dop_cp_wait<0>(); /* only empty groups can be left */
     __syncthreads();  /* the ring is free for the next group */
+    if (fast) {
+        if (factive) {
+#pragma unroll
+            for (int j = 0; j < FNPW; ++j) {
+                float r4[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    r4[e] = FACC == 2 ? fc[j][0][e] + fc[j][FACC - 1][e] : fc[j][0][e];
+                dop_shrink_emit(sv, r4, (fnt0 + j * DOP_WARPS) * 8, mask, rank);
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < MAXI; ++i) {
         int item = warp + i * DOP_WARPS;
         if (item >= nitems)
             break;
-        int r = (item % ntiles) * 8 + 2 * tq;
-        if (mask >> g & 1u) {
-            if (r < rank)
-                atomicAdd(&sv[g][r], c[i][0]);
-            if (r + 1 < rank)
-                atomicAdd(&sv[g][r + 1], c[i][1]);
-        }
-        if (mask >> (g + 8) & 1u) {
-            if (r < rank)
-                atomicAdd(&sv[g + 8][r], c[i][2]);
-            if (r + 1 < rank)
-                atomicAdd(&sv[g + 8][r + 1], c[i][3]);
-        }
+        dop_shrink_emit(sv, c[i], (item % ntiles) * 8, mask, rank);
     }
 }
 #endif /* DOP_STAGES > 1 */
@@ -724,19 +821,7 @@ __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop
                     if (kk + u * 16 < b)
                         dop_mma(c, fa[u], fb[u]);
             }
-            int r = nt * 8 + 2 * tq;
-            if (mask >> g & 1u) {
-                if (r < rank)
-                    atomicAdd(&sv[g][r], c[0]);
-                if (r + 1 < rank)
-                    atomicAdd(&sv[g][r + 1], c[1]);
-            }
-            if (mask >> (g + 8) & 1u) {
-                if (r < rank)
-                    atomicAdd(&sv[g + 8][r], c[2]);
-                if (r + 1 < rank)
-                    atomicAdd(&sv[g + 8][r + 1], c[3]);
-            }
+            dop_shrink_emit(sv, c, nt * 8, mask, rank);
         }
     }
 }
@@ -1299,7 +1384,17 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_k
     DOP_FOR_TILES(dop_k_splits(p), dop_shrink_tile);
 }
 
-extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_expand(const dop_kparams p)
+/* The tensor-core expand up to rank 16 asks for 24 resident warps per SM (at most
+ * 80 registers a thread): left alone, ptxas took 95 at rank 16, 5 CTAs of 128
+ * threads per SM, and the H200 measured 4096-row rank-16 calls 4 - 5% shorter
+ * with 6. (An explicit minimum of 1 block is not the same as none: ptxas then
+ * took 142 registers instead of 128 for a rank-64 expand of 256 threads.) */
+#if DOP_MMA && DOP_MAXR <= 16 && DOP_THREADS <= 256
+#define DOP_EXP_BOUNDS __launch_bounds__(DOP_THREADS, 768 / DOP_THREADS)
+#else
+#define DOP_EXP_BOUNDS __launch_bounds__(DOP_THREADS)
+#endif
+extern "C" __global__ void DOP_EXP_BOUNDS dop_expand(const dop_kparams p)
 {
     DOP_FOR_TILES(dop_col_tiles(p), dop_expand_tile_at);
 }
