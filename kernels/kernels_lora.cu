@@ -636,8 +636,8 @@ __device__ __forceinline__ void dop_shrink_group_staged(const dop_kparams &p, co
     int nchunks = (k1 - k0 + DOP_KC - 1) / DOP_KC;
     /* every other row tile takes its chunks from half way round the K range, so
      * concurrent row tiles do not all read the same K columns (and A rows) at once:
-     * H200, 24 tensor-core prefill cases, identical layout 4 - 8% shorter than in
-     * K order, uniform with kc 64 up to 6% longer (docs/kernels.md) */
+     * H200, 24 prefill cases, identical layout up to 5% shorter than in K order, four
+     * uniform cases 3 - 6% longer (docs/kernels.md) */
     int rot = (row0 >> 4 & 1) * (nchunks >> 1);
     dop_copies cp = dop_copies_make(p, xb, A, row0);
     unsigned ring = dop_smem_addr(&st[0]);
