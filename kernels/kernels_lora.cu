@@ -1386,7 +1386,7 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_shrink(const dop_k
 
 /* The tensor-core expand up to rank 16 asks for 24 resident warps per SM (at most
  * 80 registers a thread): left alone, ptxas took 95 at rank 16, 5 CTAs of 128
- * threads per SM, and the H200 measured 4096-row rank-16 calls 4 - 5% shorter
+ * threads per SM, and the H200 measured 4096-row rank-16 calls 3 - 5% shorter
  * with 6. (An explicit minimum of 1 block is not the same as none: ptxas then
  * took 142 registers instead of 128 for a rank-64 expand of 256 threads.) */
 #if DOP_MMA && DOP_MAXR <= 16 && DOP_THREADS <= 256
