@@ -82,7 +82,11 @@
  *   those; they must hold a valid layout for the same num_rows when the kernel
  *   runs. This is what makes CUDA-graph replay with changing layouts work: a
  *   graph captured with one layout may be replayed after the engine rewrote the
- *   device arrays (dev_num_segments lets the segment count change too).
+ *   device arrays (dev_num_segments lets the segment count change too). The
+ *   kernels read the first num_segments segments (the host count of the call)
+ *   together with the run-time count, so dev_seg_indptr must have at least
+ *   num_segments + 1 readable entries, and dev_seg_slot num_segments, even when
+ *   the run-time count is smaller; entries past the run-time count are ignored.
  * - Without device copies, dop uploads the host arrays into the workspace with
  *   an asynchronous copy from pageable memory. That is not allowed during
  *   stream capture: give device copies when capturing (DOP_ERR_INVALID_ARGUMENT
@@ -329,8 +333,8 @@ typedef struct dop_layout {
     const int32_t *seg_slot;          /**< host, [num_segments], or NULL for slot = segment index */
     const int32_t *row_slot;          /**< host, [num_rows], for DOP_LAYOUT_ROWS */
     /* Optional device copies, read by the kernel when given. */
-    const int32_t *dev_seg_indptr;    /**< [capacity + 1] */
-    const int32_t *dev_seg_slot;      /**< required with dev_seg_indptr when seg_slot != NULL */
+    const int32_t *dev_seg_indptr;    /**< [capacity + 1], capacity >= num_segments */
+    const int32_t *dev_seg_slot;      /**< [capacity]; required with dev_seg_indptr when seg_slot != NULL */
     const int32_t *dev_num_segments;  /**< optional: one int32 read at run time instead of num_segments */
     const int32_t *dev_row_slot;      /**< [num_rows] */
 } dop_layout;

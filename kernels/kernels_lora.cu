@@ -104,7 +104,8 @@ __device__ __forceinline__ dop_u16 dop_from_f32(float f)
     return h;
 }
 
-/* Loads V consecutive elements; the caller guarantees V*2-byte alignment. */
+/* Loads V consecutive elements of memory no kernel writes while this one runs
+ * (read-only path); the caller guarantees V*2-byte alignment. */
 template <int V> struct dop_vec_t;
 template <> struct dop_vec_t<1> { typedef dop_u16 type; };
 template <> struct dop_vec_t<2> { typedef unsigned type; };
@@ -116,7 +117,7 @@ __device__ __forceinline__ void dop_load(const dop_u16 *src, float (&out)[V])
 {
     typedef typename dop_vec_t<V>::type vt;
     union { vt v; dop_u16 h[V]; } u;
-    u.v = *reinterpret_cast<const vt *>(src);
+    u.v = __ldg(reinterpret_cast<const vt *>(src));
 #pragma unroll
     for (int i = 0; i < V; ++i)
         out[i] = dop_to_f32(u.h[i]);
@@ -289,10 +290,20 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
     const int tid = threadIdx.x;
     const bool table = DOP_TABLE > 0 && p.num_slots <= DOP_TABLE;
     const int rend = min(row0 + DOP_ROWS, p.num_rows);
-    int nseg = 0;
-    if (!p.row_slot)
-        nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
+    int myslot = -1, sa = 0, sb = 0, ss = -1;
     /* -- the independent loads, into registers -- */
+    int nseg = 0;
+    bool early = false; /* this thread's segment was read with the count, not after it */
+    if (!p.row_slot) {
+        /* with a count read at run time, the segments below the call's own
+         * count are read with it, not one round trip later (the arrays hold at
+         * least that many: dop.h, CAVEATS); a thread whose segment lies past the
+         * run-time count drops it */
+        early = tid < p.num_segments && p.num_segments <= 4 * DOP_THREADS;
+        if (early)
+            ss = dop_segment(p, tid, row0, rend, sa, sb);
+        nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
+    }
 #if DOP_TABLE
     constexpr int TPT = (DOP_TABLE + DOP_THREADS - 1) / DOP_THREADS; /* table slots per thread */
     dop_entry ent[TPT];
@@ -305,14 +316,18 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
         }
     }
 #endif
-    int myslot = -1, sa = 0, sb = 0, ss = -1;
     if (p.row_slot) {
         if (tid < DOP_ROWS && row0 + tid < p.num_rows)
             myslot = dop_valid_slot(p, reinterpret_cast<const int *>(p.row_slot)[row0 + tid]);
     } else if (nseg > 4 * DOP_THREADS) {
+        ss = -1;
+        sa = sb = 0;
         if (tid < DOP_ROWS)
             myslot = dop_row_slot_search(p, row0 + tid, nseg);
-    } else if (tid < nseg) {
+    } else if (tid >= nseg) {
+        ss = -1;
+        sa = sb = 0;
+    } else if (!early) {
         ss = dop_segment(p, tid, row0, rend, sa, sb);
     }
     /* -- then the shared-memory writes -- */
@@ -1088,9 +1103,15 @@ __device__ __forceinline__ void dop_dot(const dop_u16 *__restrict__ arow, const 
 }
 
 /* sv[j][r] += A[r, k0 .. k1) . x[row0 + j, k0 .. k1) for every row j of the tile
- * with an adapter and r < its rank. Work items (r, K part) go round the warps;
- * with fewer ranks than warps the K range is split into parts, and the
- * partial sums meet in shared memory (atomic adds). */
+ * with an adapter and r < its rank. Rank indices go round the warps; with at
+ * least twice as many warps as ranks the K range is split into parts, one
+ * (rank index, part) item per warp, and the partial sums meet in shared memory
+ * (atomic adds). Only that case divides (by the rank): four integer divisions
+ * were about 100 of the 520 instructions a warp ran in a 1-row cluster call
+ * (Nsight Compute). H200, 120 decode cases: 3.5% shorter warm than the same
+ * build with the divisions; but the split sketch's 1-row, 4-warp shrink got
+ * slower at 128 rows (calls 10 - 22% longer), which ptxas's allocation of this
+ * loop (64 registers and a small spill) probably explains; not solved. */
 __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop_tile &t, int row0, int k0, int k1,
                                                  float (*sv)[DOP_MAXR])
 {
@@ -1102,12 +1123,16 @@ __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop
         unsigned mask = t.gmask[g];
         const dop_u16 *A = t.rA[j0];
         bool vec = xvec && dop_aligned(A, DOP_VEC * 2);
-        int parts = DOP_WARPS / rank > 1 ? DOP_WARPS / rank : 1;
-        int span = (k1 - k0 + parts - 1) / parts;
-        span = (span + 32 * DOP_VEC - 1) / (32 * DOP_VEC) * (32 * DOP_VEC); /* keeps vector alignment */
-        for (int item = warp; item < rank * parts; item += DOP_WARPS) {
-            int r = item % rank, part = item / rank;
-            int a = k0 + part * span, b = min(k1, a + span);
+        int r = warp, a = k0, b = k1; /* one part: rank indices warp, warp + DOP_WARPS, ... */
+        if (2 * rank <= DOP_WARPS) {
+            int parts = DOP_WARPS / rank, part = warp / rank;
+            int span = (k1 - k0 + parts - 1) / parts;
+            span = (span + 32 * DOP_VEC - 1) / (32 * DOP_VEC) * (32 * DOP_VEC); /* keeps vector alignment */
+            r = part < parts ? warp - part * rank : rank; /* warps past rank * parts have no item */
+            a = k0 + part * span;
+            b = min(k1, a + span);
+        }
+        for (; r < rank; r += DOP_WARPS) { /* with parts, at most one pass: DOP_WARPS >= 2 * rank */
             if (a >= b)
                 continue;
             float acc[DOP_ROWS];
@@ -1133,11 +1158,24 @@ __device__ __forceinline__ void dop_shrink_range(const dop_kparams &p, const dop
 
 /* ---- expand core --------------------------------------------------------------- */
 
+/* Columns a thread keeps in flight: up to two of its columns of a tile (DOP_COLS
+ * / DOP_THREADS, rounded up) at up to 4 rows. Their y and B loads are issued
+ * before any of their sums, so a thread with two columns waits for memory once,
+ * not twice. Not in the split sketch's expand, a kernel of many CTAs whose
+ * occupancy hides the latency: with four columns in flight ptxas took its
+ * 1-row expand from 39 to 102 registers, and 128 distinct rows at rank 16
+ * (4096 -> 4096) took 9% longer on the H200 than with one. */
+#define DOP_ECOLS_REG (DOP_SKETCH != 1 && DOP_ROWS <= 4 ? 2 : 1)
+#define DOP_ECOLS_ALL ((DOP_COLS + DOP_THREADS - 1) / DOP_THREADS)
+#define DOP_ECOLS (DOP_ECOLS_ALL < DOP_ECOLS_REG ? DOP_ECOLS_ALL : DOP_ECOLS_REG)
+
 /* y[row0 + j, y_col + col0 + c] += scale * sum_r sv[j][r] * B[col0 + c, r] for
- * every group of the tile; one thread per output column. */
+ * every group of the tile; each thread takes columns c = threadIdx.x +
+ * u * DOP_THREADS, DOP_ECOLS of them at a time. */
 __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_tile &t, int slice, int row0,
                                                 int col0, const float (*sv)[DOP_MAXR])
 {
+    constexpr int NC = DOP_ECOLS;
     int dout = p.d_out[slice];
     dop_u16 *y = reinterpret_cast<dop_u16 *>(p.y) + p.y_col[slice];
     for (int g = 0; g < t.ngroups; ++g) {
@@ -1146,42 +1184,63 @@ __device__ __forceinline__ void dop_expand_tile(const dop_kparams &p, const dop_
         const dop_u16 *B = t.rB[j0];
         float scale = t.rscale[j0];
         bool vec = rank % 8 == 0 && dop_aligned(B, 16);
-        for (int c = threadIdx.x; c < DOP_COLS && col0 + c < dout; c += DOP_THREADS) {
-            int col = col0 + c;
-            const dop_u16 *brow = B + (long long)col * rank;
-            float yv[DOP_ROWS], acc[DOP_ROWS];
+        for (int c0 = threadIdx.x; c0 < DOP_COLS && col0 + c0 < dout; c0 += NC * DOP_THREADS) {
+            bool ok[NC];
+            const dop_u16 *brow[NC];
+            float yv[NC][DOP_ROWS], acc[NC][DOP_ROWS];
 #pragma unroll
-            for (int j = 0; j < DOP_ROWS; ++j) {
-                acc[j] = 0.f;
-                if (mask >> j & 1u)
-                    yv[j] = dop_to_f32(y[(long long)(row0 + j) * p.ldy + col]);
+            for (int u = 0; u < NC; ++u) {
+                int c = c0 + u * DOP_THREADS;
+                ok[u] = c < DOP_COLS && col0 + c < dout;
+                brow[u] = B + (long long)(col0 + c) * rank;
+#pragma unroll
+                for (int j = 0; j < DOP_ROWS; ++j) {
+                    acc[u][j] = 0.f;
+                    if (ok[u] && (mask >> j & 1u))
+                        yv[u][j] = dop_to_f32(y[(long long)(row0 + j) * p.ldy + col0 + c]);
+                }
             }
             if (vec) {
-#pragma unroll 4
+#pragma unroll 2
                 for (int r = 0; r < rank; r += 8) {
-                    float b[8];
-                    dop_load<8>(brow + r, b);
+                    float b[NC][8];
 #pragma unroll
-                    for (int j = 0; j < DOP_ROWS; ++j)
-                        if (mask >> j & 1u)
+                    for (int u = 0; u < NC; ++u)
+                        if (ok[u])
+                            dop_load<8>(brow[u] + r, b[u]);
 #pragma unroll
-                            for (int e = 0; e < 8; ++e)
-                                acc[j] = fmaf(b[e], sv[j][r + e], acc[j]);
+                    for (int u = 0; u < NC; ++u)
+                        if (ok[u])
+#pragma unroll
+                            for (int j = 0; j < DOP_ROWS; ++j)
+                                if (mask >> j & 1u)
+#pragma unroll
+                                    for (int e = 0; e < 8; ++e)
+                                        acc[u][j] = fmaf(b[u][e], sv[j][r + e], acc[u][j]);
                 }
             } else {
 #pragma unroll 4
                 for (int r = 0; r < rank; ++r) {
-                    float b = dop_to_f32(brow[r]);
+                    float b[NC];
 #pragma unroll
-                    for (int j = 0; j < DOP_ROWS; ++j)
-                        if (mask >> j & 1u)
-                            acc[j] = fmaf(b, sv[j][r], acc[j]);
+                    for (int u = 0; u < NC; ++u)
+                        b[u] = ok[u] ? dop_to_f32(brow[u][r]) : 0.f;
+#pragma unroll
+                    for (int u = 0; u < NC; ++u)
+#pragma unroll
+                        for (int j = 0; j < DOP_ROWS; ++j)
+                            if (mask >> j & 1u)
+                                acc[u][j] = fmaf(b[u], sv[j][r], acc[u][j]);
                 }
             }
 #pragma unroll
-            for (int j = 0; j < DOP_ROWS; ++j)
-                if (mask >> j & 1u)
-                    y[(long long)(row0 + j) * p.ldy + col] = dop_from_f32(yv[j] + scale * acc[j]);
+            for (int u = 0; u < NC; ++u)
+                if (ok[u])
+#pragma unroll
+                    for (int j = 0; j < DOP_ROWS; ++j)
+                        if (mask >> j & 1u)
+                            y[(long long)(row0 + j) * p.ldy + col0 + c0 + u * DOP_THREADS] =
+                                dop_from_f32(yv[u][j] + scale * acc[u][j]);
         }
     }
 }
@@ -1421,6 +1480,14 @@ __device__ __forceinline__ unsigned dop_cluster_rank()
     return r;
 }
 
+/* The cluster's index in the grid: its row tile (the grid's x is K splits x row tiles). */
+__device__ __forceinline__ unsigned dop_cluster_id()
+{
+    unsigned r;
+    asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+    return r;
+}
+
 __device__ __forceinline__ unsigned dop_cluster_size()
 {
     unsigned r;
@@ -1433,6 +1500,14 @@ __device__ __forceinline__ unsigned dop_cluster_size()
 __device__ __forceinline__ void dop_cluster_arrive()
 {
     asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+
+/* Arrive without ordering anything: for a phase that publishes no writes, only
+ * that this thread is done with its loads from peers (their values are in use
+ * by then, so the loads are complete). Saves the release fence. */
+__device__ __forceinline__ void dop_cluster_arrive_relaxed()
+{
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 }
 
 __device__ __forceinline__ void dop_cluster_wait()
@@ -1465,30 +1540,28 @@ __device__ __forceinline__ void dop_bulk_prefetch_l2(const void *p, long long by
     }
 }
 
-/* Brings what this CTA's expand will read into L2 while it shrinks: for every
- * group, the B rows of its column tiles (col0, col0 + step, ...: one contiguous
- * run of rank elements per column, so one range per tile), and the y of its
- * rows there (one range per row and tile). One thread per group and per row
- * issues that item's bulk prefetches. Per-line prefetch.global.L2 from every
- * thread cost more than it saved (H200, distinct, rank 16: at 32 rows 9.25 us
- * warm against 8.11 us without prefetching; with these 8.6 us, and cold
- * 11.1 us as with per-line prefetches, 11.5 us without). */
-__device__ __forceinline__ void dop_prefetch_expand(const dop_kparams &p, const dop_tile &t, int slice, int row0,
-                                                    int col0, int step)
+/* Asks for the B rows this CTA's expand will read to be brought into L2, for
+ * every group (col0, col0 + step, ...: one contiguous run of rank elements per
+ * column, so one range per tile). One lane of the last warp per group issues
+ * them, after the cluster barrier's arrive: a bulk prefetch keeps its warp for
+ * about 1,300 cycles (H200, clock64 around the call), which there overlaps the
+ * wait for the cluster, where before the shrink it delayed the shrink by as
+ * much. y is not prefetched: an engine's y was just written by its GEMM.
+ * Measured on the H200 over 60 decode cases (1 - 256 rows, five layouts, ranks
+ * 16 and 64), against the same build with B and y prefetched by that warp
+ * before its shrink: 0.7% shorter warm, 0.4% cold; against none at all, 0.4%
+ * shorter warm, 1.5% cold. (Per-line prefetch.global.L2 from every thread cost
+ * more than it saved: session 7, docs/kernels.md.) */
+__device__ __forceinline__ void dop_prefetch_expand(const dop_kparams &p, const dop_tile &t, int slice, int col0,
+                                                    int step)
 {
     int dout = p.d_out[slice];
-    const dop_u16 *y = reinterpret_cast<const dop_u16 *>(p.y) + p.y_col[slice];
-    for (int i = threadIdx.x; i < t.ngroups + DOP_ROWS; i += DOP_THREADS) {
-        int j = i < t.ngroups ? t.gfirst[i] : i - t.ngroups;
-        if (t.rank_of[j] <= 0)
-            continue;
-        for (int c0 = col0; c0 < dout; c0 += step) {
-            long long n = min(dout, c0 + DOP_COLS) - c0;
-            if (i < t.ngroups)
-                dop_bulk_prefetch_l2(t.rB[j] + (long long)c0 * t.rank_of[j], n * t.rank_of[j] * 2);
-            else
-                dop_bulk_prefetch_l2(y + (long long)(row0 + j) * p.ldy + c0, n * 2);
-        }
+    for (int i = (int)threadIdx.x - (DOP_THREADS - 32); i < t.ngroups; i += 32) {
+        if (i < 0)
+            return; /* not the last warp */
+        int j = t.gfirst[i], rank = t.rank_of[j];
+        for (int c0 = col0; c0 < dout; c0 += step)
+            dop_bulk_prefetch_l2(t.rB[j] + (long long)c0 * rank, (long long)(min(dout, c0 + DOP_COLS) - c0) * rank * 2);
     }
 }
 
@@ -1498,15 +1571,15 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_cluster(const dop_
     __shared__ float sv[DOP_ROWS][DOP_MAXR];    /* this CTA's K part of the intermediate */
     __shared__ float sfull[DOP_ROWS][DOP_MAXR]; /* the cluster's sum */
     const unsigned cs = dop_cluster_size(), ks = dop_cluster_rank();
-    const int row0 = (int)(blockIdx.x / cs) * DOP_ROWS, slice = (int)blockIdx.y;
+    const int row0 = (int)dop_cluster_id() * DOP_ROWS, slice = (int)blockIdx.y;
     const int kbeg = (int)ks * p.k_per_cta, kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
     dop_tile_init(p, row0, slice, t);
     if (t.ngroups == 0)
         return; /* the same for every CTA of the cluster (same rows, same slice): none waits for another */
-    dop_prefetch_expand(p, t, slice, row0, (int)ks * DOP_COLS, (int)cs * DOP_COLS);
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     dop_cluster_arrive(); /* every CTA's partial is complete ... */
+    dop_prefetch_expand(p, t, slice, (int)ks * DOP_COLS, (int)cs * DOP_COLS); /* while the cluster gathers */
     dop_cluster_wait();   /* ... and visible to the whole cluster */
     for (int i = threadIdx.x; i < DOP_ROWS * DOP_MAXR; i += DOP_THREADS) {
         int j = i / DOP_MAXR, r = i - j * DOP_MAXR;
@@ -1522,7 +1595,7 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_cluster(const dop_
         }
         sfull[j][r] = s;
     }
-    dop_cluster_arrive(); /* done reading the peers' partials */
+    dop_cluster_arrive_relaxed(); /* done reading the peers' partials */
     __syncthreads();      /* sfull is complete */
     dop_grid_wait();      /* before y (the prefetch above only asks for lines) */
     for (int col0 = (int)ks * DOP_COLS; col0 < p.d_out[slice]; col0 += (int)cs * DOP_COLS)

@@ -6,7 +6,10 @@
  * after the engine rewrote the device copies of the layout with other
  * layouts of the same num_rows (distinct, skewed, mixed with -1 rows and
  * shuffled order; for segments also a different segment count through
- * dev_num_segments). Every replay must match the CPU reference.
+ * dev_num_segments). Segments are captured a second time with a host layout of
+ * one segment per row, so that replays run with fewer segments than the call
+ * described (the kernels read the first segments before the run-time count).
+ * Every replay must match the CPU reference.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,14 +40,14 @@ static double unit(uint64_t *s)
     return (double)(runtime_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 
-static void replay_case(int use_segments)
+static void replay_case(int use_segments, int wide_capture)
 {
     const runtime_driver *d = g_ctx->drv;
     bool pushed;
     assert_int_equal(runtime_enter(g_ctx, &pushed), DOP_OK);
     static const int dout[NSL] = {4096, 1024};
     const int width = dout[0] + dout[1];
-    uint64_t rng = 42 + (uint64_t)use_segments;
+    uint64_t rng = 42 + (uint64_t)use_segments + 2u * (uint64_t)wide_capture;
 
     /* adapters: ranks 8..16, one weight buffer */
     kref_adapter kad[SLOTS * NSL];
@@ -113,6 +116,14 @@ static void replay_case(int use_segments)
     indptr[0] = 0;
     indptr[1] = ROWS;
     segslot[0] = 3;
+    if (wide_capture) { /* one segment per row, slots 0, 1, ... */
+        nseg = ROWS;
+        for (int i = 0; i < ROWS; ++i) {
+            rows[i] = i % SLOTS;
+            segslot[i] = i % SLOTS;
+            indptr[i + 1] = i + 1;
+        }
+    }
     dop_layout lay;
     memset(&lay, 0, sizeof lay);
     if (use_segments) {
@@ -135,8 +146,8 @@ static void replay_case(int use_segments)
     CU(d->fn_cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
     /* compile outside the capture (a first call may JIT), then capture */
     CU(d->fn_cuMemcpyHtoD(drows, rows, sizeof rows));
-    CU(d->fn_cuMemcpyHtoD(dind, indptr, 8));
-    CU(d->fn_cuMemcpyHtoD(dsl, segslot, 4));
+    CU(d->fn_cuMemcpyHtoD(dind, indptr, ((size_t)nseg + 1) * 4));
+    CU(d->fn_cuMemcpyHtoD(dsl, segslot, (size_t)nseg * 4));
     CU(d->fn_cuMemcpyHtoD(dcnt, &nseg, 4));
     CU(d->fn_cuCtxSynchronize()); /* pageable copies may return before their DMA lands */
     assert_int_equal(dop_lora_apply(g_ctx, &shape, &lay, &wt, (void *)(uintptr_t)dx, (void *)(uintptr_t)dy,
@@ -147,7 +158,7 @@ static void replay_case(int use_segments)
     runtime_last_schedule(&used);
     char name[128];
     search_schedule_format(&used, name, sizeof name);
-    printf("captured with identical layout, schedule [%s]\n", name);
+    printf("captured with %s layout (%d segments), schedule [%s]\n", wide_capture ? "distinct" : "identical", nseg, name);
 
     CUgraph graph;
     CUgraphExec exec;
@@ -229,8 +240,9 @@ static void replay_case(int use_segments)
                 den += ref[i] * ref[i];
             }
         double err = sqrt(num / den);
-        printf("%s replay %d (%s, %d segments): normalized error %.2e, %ld untouched entries changed\n",
-               use_segments ? "segments" : "rows", k, runtime_workload_name(wl), nseg, err, bad);
+        printf("%s%s replay %d (%s, %d segments): normalized error %.2e, %ld untouched entries changed\n",
+               use_segments ? "segments" : "rows", wide_capture ? " (wide capture)" : "", k, runtime_workload_name(wl),
+               nseg, err, bad);
         assert_true(err < 1e-3);
         assert_int_equal(bad, 0);
     }
@@ -252,13 +264,19 @@ static void replay_case(int use_segments)
 static void test_graph_rows(void **state)
 {
     (void)state;
-    replay_case(0);
+    replay_case(0, 0);
 }
 
 static void test_graph_segments(void **state)
 {
     (void)state;
-    replay_case(1);
+    replay_case(1, 0);
+}
+
+static void test_graph_segments_fewer_at_replay(void **state)
+{
+    (void)state;
+    replay_case(1, 1);
 }
 
 int main(void)
@@ -275,7 +293,8 @@ int main(void)
         printf("dop_context_create: %s\n", dop_context_error(NULL));
         return 1;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_graph_rows), cmocka_unit_test(test_graph_segments)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_graph_rows), cmocka_unit_test(test_graph_segments),
+                                       cmocka_unit_test(test_graph_segments_fewer_at_replay)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dop_context_destroy(g_ctx);
     return rc;
