@@ -319,9 +319,7 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
     if (p.row_slot) {
         if (tid < DOP_ROWS && row0 + tid < p.num_rows)
             myslot = dop_valid_slot(p, reinterpret_cast<const int *>(p.row_slot)[row0 + tid]);
-    } else if (nseg > 4 * DOP_THREADS) {
-        ss = -1;
-        sa = sb = 0;
+    } else if (nseg > 4 * DOP_THREADS) { /* the segment writes below are skipped */
         if (tid < DOP_ROWS)
             myslot = dop_row_slot_search(p, row0 + tid, nseg);
     } else if (tid >= nseg) {
@@ -1555,10 +1553,10 @@ __device__ __forceinline__ void dop_bulk_prefetch_l2(const void *p, long long by
 __device__ __forceinline__ void dop_prefetch_expand(const dop_kparams &p, const dop_tile &t, int slice, int col0,
                                                     int step)
 {
-    int dout = p.d_out[slice];
-    for (int i = (int)threadIdx.x - (DOP_THREADS - 32); i < t.ngroups; i += 32) {
-        if (i < 0)
-            return; /* not the last warp */
+    int dout = p.d_out[slice], lane = (int)threadIdx.x - (DOP_THREADS - 32);
+    if (lane < 0)
+        return; /* not the last warp */
+    for (int i = lane; i < t.ngroups; i += 32) {
         int j = t.gfirst[i], rank = t.rank_of[j];
         for (int c0 = col0; c0 < dout; c0 += step)
             dop_bulk_prefetch_l2(t.rB[j] + (long long)c0 * rank, (long long)(min(dout, c0 + DOP_COLS) - c0) * rank * 2);
