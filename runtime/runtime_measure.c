@@ -290,7 +290,7 @@ dop_status runtime_bench_measure(dop_context *ctx, runtime_bench *b, const searc
     {
         /* long calls need fewer replays for the same precision: about 2 ms of warm-up and
          * samples of at least ~100 us, never more replays than the options ask for */
-        double est;
+        double est = 0.0;
         st = time_graphs(ctx, g, b->sets, (CUstream)runtime_case_stream(cd), 2, 3, 1, &est);
         if (st == DOP_OK) {
             int burst = b->o.burst, warmup = b->o.warmup;

@@ -1457,7 +1457,7 @@ static bool read_task(jdoc *d, int id, search_task *t)
 {
     static const char *const cls_keys[] = {"rows", "groups", "longest", "mean", "none", "rdiff"};
     int64_t v;
-    int e;
+    int e = 0;
     if (!want_arr(d, id, 7, 7, "task (i[0])"))
         return false;
     if (!want_name(d, jat(d, id, 0), op_names, 3, &e, "task op (i[0][0])"))

@@ -480,7 +480,7 @@ static void test_sigkill_in_write_txn(void **state)
             for (uint32_t i = 0; i < 10; ++i) {
                 cache_key k;
                 make_key(&k, base + i);
-                size_t len;
+                size_t len = 0;
                 unsigned char *v = make_value(base + i, 2, (1u << 20) + i, &crs, &len);
                 if (cache_put(s, CACHE_DB_CUBINS, k.buf, k.len, "", v, len, why, sizeof why) != CACHE_OK)
                     _exit(4);
@@ -531,7 +531,7 @@ static void test_sigkill_in_write_txn(void **state)
                     cache_delete(s, CACHE_DB_CUBINS, k.buf, k.len, why, sizeof why);
                     continue;
                 }
-                size_t len;
+                size_t len = 0;
                 unsigned char *v = make_value(id, 3, (512u << 10) + rnd(&crs) % (3u << 20), &crs, &len);
                 if (cache_put(s, CACHE_DB_CUBINS, k.buf, k.len, "", v, len, why, sizeof why) != CACHE_OK)
                     _exit(4);
