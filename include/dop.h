@@ -87,6 +87,10 @@
  *   together with the run-time count, so dev_seg_indptr must have at least
  *   num_segments + 1 readable entries, and dev_seg_slot num_segments, even when
  *   the run-time count is smaller; entries past the run-time count are ignored.
+ *   Tensor-core kernels may size their grid from the captured layout (row tiles
+ *   aligned to its segments, docs/kernels.md); a replay whose layout needs more
+ *   tiles than that grid has runs with plain 16-row tiles, correct but possibly
+ *   slower, so capture with a layout like the ones you replay.
  * - Without device copies, dop uploads the host arrays into the workspace with
  *   an asynchronous copy from pageable memory. That is not allowed during
  *   stream capture: give device copies when capturing (DOP_ERR_INVALID_ARGUMENT

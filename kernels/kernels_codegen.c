@@ -45,9 +45,9 @@ int kernels_codegen(const search_schedule *s, kernels_dtype dtype, int max_rank,
     int n = snprintf(defs, sizeof defs,
                      "#define DOP_BF16 %d\n#define DOP_ROWS %u\n#define DOP_WARPS %u\n#define DOP_VEC %u\n"
                      "#define DOP_KC %u\n#define DOP_COLS %u\n#define DOP_MAXR %d\n#define DOP_MMA %u\n"
-                     "#define DOP_STAGES %u\n#define DOP_PERSIST %u\n#define DOP_SKETCH %u\n",
+                     "#define DOP_STAGES %u\n#define DOP_PERSIST %u\n#define DOP_SKETCH %u\n#define DOP_SEGT %u\n",
                      dtype == KERNELS_BF16, s->rows, s->warps, s->vec, s->kc, s->cols, max_rank, s->mma, s->stages,
-                     s->persist, s->sketch);
+                     s->persist, s->sketch, s->seg);
     size_t lp = strlen(prelude), lk = strlen(kernels_embedded_params), lt = strlen(kernels_embedded_template);
     size_t len = lp + lk + (size_t)n + lt;
     char *src = malloc(len + 1);

@@ -276,7 +276,8 @@ __device__ __forceinline__ int dop_clamp_rank(const dop_kparams &p, const dop_en
     return en.A && en.B ? rank : 0;
 }
 
-/* Fills t (the slot, adapter and group of every row of the tile) in one memory
+/* Fills t (the slot, adapter and group of every row of the tile: rows row0 ..
+ * rend - 1, at most DOP_ROWS; the tile's other rows get no update) in one memory
  * round trip where it can: every load that does not depend on another is
  * issued before any result is used -- the layout of the tile's rows (row
  * layout: one load per row; segments: up to DOP_THREADS of them, one thread
@@ -285,11 +286,10 @@ __device__ __forceinline__ int dop_clamp_rank(const dop_kparams &p, const dop_en
  * (one lane per row) picks each row's entry (from shared memory, or with one
  * more round trip for larger tables) and groups the rows. Three barriers with
  * segments, two with the row layout. */
-__device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, int slice, dop_tile &t)
+__device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, int rend, int slice, dop_tile &t)
 {
     const int tid = threadIdx.x;
     const bool table = DOP_TABLE > 0 && p.num_slots <= DOP_TABLE;
-    const int rend = min(row0 + DOP_ROWS, p.num_rows);
     int myslot = -1, sa = 0, sb = 0, ss = -1;
     /* -- the independent loads, into registers -- */
     int nseg = 0;
@@ -402,6 +402,95 @@ __device__ __forceinline__ void dop_tile_init(const dop_kparams &p, int row0, in
             t.ngroups = __popc(leaders);
     }
     __syncthreads();
+}
+
+/* The rows of row tile rt: [row0, rend). Plain tiles are rows rt * DOP_ROWS ..
+ * rt * DOP_ROWS + DOP_ROWS - 1, which the caller sets before the call.
+ *
+ * In the modules of a schedule's seg variant (DOP_SEGT: tensor-core schedules
+ * only; the runtime launches one, with p.seg_tiles, when a segment boundary of
+ * the call's host layout falls inside a 16-row tile, runtime_seg_row_tiles)
+ * the tiles are aligned to segments instead: every
+ * segment with rows and a valid slot is cut into ceil(rows / DOP_ROWS) pieces,
+ * counted in segment order, and row tile rt is piece rt. So each tile holds
+ * one adapter, where a plain tile across a boundary runs its whole 16-row MMA
+ * tile once per adapter in it and drops the other adapters' rows. One thread
+ * per segment reads its bounds and slot (those below the call's host count
+ * with the run-time count, as dop_tile_init does), a block-wide scan counts the
+ * pieces, and the thread whose segment holds piece rt publishes its rows. A
+ * tile past the last piece gets no rows (0, 0). The host sizes the grid for the
+ * most pieces its layout's segment count allows; where the run-time layout
+ * needs more tiles than the grid has, or has more segments than the CTA has
+ * threads, every CTA sees the same and all keep the plain tiles, which the grid
+ * always covers. One more round trip than plain tiles: dop_tile_init reads the
+ * segments again. Uniform across the CTA; ends with a barrier when it acts.
+ *
+ * A variant module rather than a run-time branch in every module: with the
+ * branch compiled into the plain modules, ptxas allocated their registers
+ * differently (a rank-64 expand from 128 to 144 registers, a 256-thread shrink
+ * from 112 to 80 with spills) and identical 4,096-row calls, which never take
+ * the branch, ran 10 - 15% longer on the H200; two instantiations of every
+ * body in one module kept the registers but took 1.7 times as long to compile. */
+static_assert(!DOP_SEGT || DOP_MMA, "row tiles aligned to segments are for tensor-core schedules only");
+
+__device__ __forceinline__ void dop_seg_locate(const dop_kparams &p, int rt, int &row0, int &rend)
+{
+#if DOP_SEGT
+    if (!p.seg_tiles || p.row_slot)
+        return; /* the variant launched with the plain tiles' grid (a forced seg schedule), or a row layout */
+    __shared__ int wsum[DOP_WARPS];
+    __shared__ int pick[2];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
+    const int *sslot = reinterpret_cast<const int *>(p.seg_slot);
+    int a = 0, b = 0, s = -1;
+    if (tid < p.num_segments) {
+        a = indptr[tid];
+        b = indptr[tid + 1];
+        s = sslot ? sslot[tid] : tid;
+    }
+    int nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
+    if (nseg > DOP_THREADS)
+        return;
+    if (tid >= p.num_segments && tid < nseg) { /* a run-time count above the host's */
+        a = indptr[tid];
+        b = indptr[tid + 1];
+        s = sslot ? sslot[tid] : tid;
+    }
+    a = max(a, 0);
+    b = min(b, p.num_rows);
+    int n = tid < nseg && dop_valid_slot(p, s) >= 0 && b > a ? (b - a + DOP_ROWS - 1) / DOP_ROWS : 0;
+    int inc = n; /* inclusive scan: within the warp, then over the warps' sums */
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        int o = __shfl_up_sync(0xffffffffu, inc, d);
+        if (lane >= d)
+            inc += o;
+    }
+    if (lane == 31)
+        wsum[warp] = inc;
+    if (tid == 0)
+        pick[0] = pick[1] = 0;
+    __syncthreads();
+    int first = inc - n, total = 0;
+#pragma unroll
+    for (int w = 0; w < DOP_WARPS; ++w) {
+        first += w < warp ? wsum[w] : 0;
+        total += wsum[w];
+    }
+    if (total > p.row_tiles)
+        return; /* more pieces than the grid has row tiles: plain tiles */
+    if (rt >= first && rt < first + n) {
+        int r0 = a + (rt - first) * DOP_ROWS;
+        pick[0] = r0;
+        pick[1] = min(b, r0 + DOP_ROWS);
+    }
+    __syncthreads();
+    row0 = pick[0];
+    rend = pick[1];
+#else
+    (void)p, (void)rt, (void)row0, (void)rend;
+#endif
 }
 
 #if DOP_MMA
@@ -1263,7 +1352,7 @@ __device__ __forceinline__ void dop_zero_sv(float (*sv)[DOP_MAXR])
 
 __device__ __forceinline__ int dop_row_tiles(const dop_kparams &p)
 {
-    return (p.num_rows + DOP_ROWS - 1) / DOP_ROWS;
+    return p.row_tiles; /* the host's count: with p.seg_tiles more than num_rows / DOP_ROWS */
 }
 
 __device__ __forceinline__ int dop_k_splits(const dop_kparams &p)
@@ -1298,11 +1387,12 @@ __device__ __forceinline__ void dop_shrink_tile(const dop_kparams &p, int rt, in
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = rt * DOP_ROWS;
+    int row0 = rt * DOP_ROWS, rend = min(row0 + DOP_ROWS, p.num_rows);
     int kbeg = ks * p.k_per_cta;
     int kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
-    dop_tile_init(p, row0, slice, t);
+    dop_seg_locate(p, rt, row0, rend);
+    dop_tile_init(p, row0, rend, slice, t);
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
     __syncthreads();
 #if !DOP_PERSIST
@@ -1334,9 +1424,10 @@ __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt,
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = rt * DOP_ROWS;
+    int row0 = rt * DOP_ROWS, rend = min(row0 + DOP_ROWS, p.num_rows);
     if (ct * DOP_COLS >= p.d_out[slice])
         return; /* uniform across the CTA: no barrier is skipped by some threads only */
+    dop_seg_locate(p, rt, row0, rend);
     dop_grid_wait(); /* the shrink that wrote v (launched just before, possibly programmatically) has finished */
     const float *v = reinterpret_cast<const float *>(p.v) + slice * p.max_rank;
 #if DOP_VPRE <= 8
@@ -1351,7 +1442,7 @@ __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt,
                      ? v[(long long)(row0 + j) * p.ldv + r]
                      : 0.f;
     }
-    dop_tile_init(p, row0, slice, t);
+    dop_tile_init(p, row0, rend, slice, t);
 #pragma unroll
     for (int u = 0; u < DOP_VPRE; ++u) {
         int i = threadIdx.x + u * DOP_THREADS;
@@ -1359,7 +1450,7 @@ __device__ __forceinline__ void dop_expand_tile_at(const dop_kparams &p, int rt,
             (&sv[0][0])[i] = pre[u];
     }
 #else
-    dop_tile_init(p, row0, slice, t);
+    dop_tile_init(p, row0, rend, slice, t);
     for (int i = threadIdx.x; i < DOP_ROWS * p.max_rank; i += DOP_THREADS) {
         int j = i / p.max_rank, r = i - j * p.max_rank;
         sv[j][r] = r < t.rank_of[j] ? v[(long long)(row0 + j) * p.ldv + r] : 0.f;
@@ -1375,11 +1466,12 @@ __device__ __forceinline__ void dop_fused_tile(const dop_kparams &p, int rt, int
 {
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
-    int row0 = rt * DOP_ROWS;
+    int row0 = rt * DOP_ROWS, rend = min(row0 + DOP_ROWS, p.num_rows);
     if (ct * DOP_COLS >= p.d_out[slice])
         return;
     dop_zero_sv(sv);
-    dop_tile_init(p, row0, slice, t);
+    dop_seg_locate(p, rt, row0, rend);
+    dop_tile_init(p, row0, rend, slice, t);
     dop_shrink_range(p, t, row0, 0, p.d_in, sv);
     __syncthreads();
     dop_grid_wait(); /* before y */
@@ -1397,11 +1489,12 @@ __device__ __forceinline__ void dop_counter_tile(const dop_kparams &p, int rt, i
     __shared__ dop_tile t;
     __shared__ float sv[DOP_ROWS][DOP_MAXR];
     __shared__ int last;
-    int row0 = rt * DOP_ROWS;
+    int row0 = rt * DOP_ROWS, rend = min(row0 + DOP_ROWS, p.num_rows);
     int kbeg = ks * p.k_per_cta;
     int kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
-    dop_tile_init(p, row0, slice, t);
+    dop_seg_locate(p, rt, row0, rend);
+    dop_tile_init(p, row0, rend, slice, t);
     if (t.ngroups == 0)
         return; /* uniform: nothing to add and nothing to expand for this tile */
     dop_shrink_range(p, t, row0, kbeg, kend, sv);
@@ -1569,10 +1662,12 @@ extern "C" __global__ void __launch_bounds__(DOP_THREADS) dop_cluster(const dop_
     __shared__ float sv[DOP_ROWS][DOP_MAXR];    /* this CTA's K part of the intermediate */
     __shared__ float sfull[DOP_ROWS][DOP_MAXR]; /* the cluster's sum */
     const unsigned cs = dop_cluster_size(), ks = dop_cluster_rank();
-    const int row0 = (int)dop_cluster_id() * DOP_ROWS, slice = (int)blockIdx.y;
+    const int rt = (int)dop_cluster_id(), slice = (int)blockIdx.y;
+    int row0 = rt * DOP_ROWS, rend = min(row0 + DOP_ROWS, p.num_rows);
     const int kbeg = (int)ks * p.k_per_cta, kend = min(p.d_in, kbeg + p.k_per_cta);
     dop_zero_sv(sv);
-    dop_tile_init(p, row0, slice, t);
+    dop_seg_locate(p, rt, row0, rend); /* the same tile in every CTA of the cluster */
+    dop_tile_init(p, row0, rend, slice, t);
     if (t.ngroups == 0)
         return; /* the same for every CTA of the cluster (same rows, same slice): none waits for another */
     dop_shrink_range(p, t, row0, kbeg, kend, sv);

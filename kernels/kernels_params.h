@@ -31,10 +31,12 @@ typedef struct dop_kparams {
     dop_i32 num_segments, num_slots, uniform_rank, accumulate;
     dop_i32 k_per_cta;        /* shrink: K range of one CTA (multiple of the K tile) */
     float uniform_scale;
+    dop_i32 row_tiles;        /* row tiles the grid covers (the persistent loop's count) */
+    dop_i32 seg_tiles;        /* 1: row tiles aligned to segments (tensor-core kernels; kernels_lora.cu) */
     dop_i32 d_out[DOP_KP_MAX_SLICES];
     dop_i32 y_col[DOP_KP_MAX_SLICES];
 } dop_kparams;
 
-#define DOP_KPARAMS_SIZE 224
+#define DOP_KPARAMS_SIZE 232
 
 #endif

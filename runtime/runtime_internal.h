@@ -183,6 +183,17 @@ typedef struct runtime_layout_class {
 void runtime_layout_classify(const runtime_layout_summary *sum, int32_t num_rows, int ranks_differ,
                              runtime_layout_class *out);
 
+/* Row tiles of a tensor-core launch (16-row tiles) over a segment layout whose
+ * tiles are aligned to segments (kp.seg_tiles; kernels_lora.cu,
+ * dop_tile_init_seg), or 0 where the plain tiles rows 16 t .. 16 t + 15 do as
+ * well: every non-empty segment with a slot in [0, num_slots) starts and ends
+ * on the 16-row grid (or at num_rows), or there are more segments than the
+ * CTA's threads (the kernel counts pieces one thread per segment). The count is
+ * the most pieces any layout of num_segments segments over num_rows rows can
+ * need: ceil(num_rows / 16) + num_segments - 1, at most num_rows. */
+int32_t runtime_seg_row_tiles(const int32_t *seg_indptr, const int32_t *seg_slot, int32_t num_segments,
+                              int32_t num_rows, int32_t num_slots, int32_t threads);
+
 /* The GPU fingerprint that keys schedules. */
 typedef struct runtime_gpu {
     int cc_major, cc_minor, sm_count, l2_bytes, smem_optin;

@@ -398,6 +398,45 @@ void runtime_force_schedule(const search_schedule *s)
 
 /* ---- the call ------------------------------------------------------------------- */
 
+int32_t runtime_seg_row_tiles(const int32_t *seg_indptr, const int32_t *seg_slot, int32_t num_segments,
+                              int32_t num_rows, int32_t num_slots, int32_t threads)
+{
+    enum { TILE = 16 }; /* the tensor-core schedules' rows */
+    if (!seg_indptr || num_segments <= 0 || num_segments > threads || num_rows <= 0)
+        return 0;
+    bool off_grid = false;
+    for (int32_t i = 0; i < num_segments && !off_grid; ++i) {
+        int32_t a = seg_indptr[i], b = seg_indptr[i + 1];
+        int32_t slot = seg_slot ? seg_slot[i] : i;
+        if (b <= a || slot < 0 || slot >= num_slots)
+            continue; /* no rows, or rows without an update: they form no group */
+        off_grid = a % TILE != 0 || (b % TILE != 0 && b != num_rows);
+    }
+    if (!off_grid)
+        return 0;
+    int64_t most = (int64_t)(num_rows + TILE - 1) / TILE + num_segments - 1;
+    return (int32_t)(most < num_rows ? most : num_rows);
+}
+
+/* The module of sched's variant with row tiles aligned to segments (seg = 1) in
+ * *out if it is loaded. If not: with wait (a forced schedule, or a context that
+ * waits for compiles) it is loaded or compiled now; otherwise it is queued for
+ * the background compiler and *out is NULL, so this call runs sched's own
+ * module with plain tiles (correct for every layout) until it is ready. */
+static dop_status seg_variant(dop_context *ctx, kernels_dtype dtype, int max_rank, const search_schedule *sched,
+                              bool wait, const runtime_kernel **out)
+{
+    search_schedule v = *sched;
+    v.seg = 1;
+    *out = runtime_kernel_loaded(ctx, dtype, max_rank, &v);
+    if (*out)
+        return DOP_OK;
+    if (wait)
+        return runtime_kernel_get(ctx, dtype, max_rank, &v, out);
+    runtime_compile_async(ctx, dtype, max_rank, &v);
+    return DOP_OK;
+}
+
 typedef struct call_args {
     runtime_op op;
     const char *fn;
@@ -667,6 +706,20 @@ static dop_status run_call(dop_context *ctx, const call_args *a)
 
     unsigned threads = 32u * sched.warps;
     unsigned row_tiles = (unsigned)((c.num_rows + sched.rows - 1) / sched.rows);
+    if (sched.mma && a->layout->kind == DOP_LAYOUT_SEGMENTS) {
+        int32_t seg = runtime_seg_row_tiles(a->layout->seg_indptr, a->layout->seg_slot, l.num_segments, c.num_rows,
+                                            w.num_slots, (int32_t)threads);
+        const runtime_kernel *ks = NULL;
+        if (seg > 0 && (st = seg_variant(ctx, c.dtype, c.max_rank, &sched,
+                                         t_forced || (ctx->flags & DOP_CONTEXT_WAIT_FOR_COMPILE), &ks)) != DOP_OK)
+            goto out;
+        if (ks) {
+            k = ks;
+            row_tiles = (unsigned)seg;
+            kp.seg_tiles = 1;
+        }
+    }
+    kp.row_tiles = (int32_t)row_tiles;
     unsigned col_tiles = (unsigned)((c.max_dout + sched.cols - 1) / sched.cols); /* launch_tiles caps it */
     int kpc = (int)search_k_per_cta(c.d_in, sched.mma, sched.vec, sched.split_k); /* whole vector loads per CTA */
     kp.k_per_cta = kpc;

@@ -72,7 +72,7 @@ void search_evo_params_init(search_evo_params *p)
 
 /* ---- schedules as keys ------------------------------------------------------------ */
 
-/* The schedule with version and reserved bytes normalised: two schedules are
+/* The schedule with version and seg bytes normalised: two schedules are
  * the same candidate exactly when their canonical bytes are equal. */
 static search_schedule canon(const search_schedule *s)
 {

@@ -114,8 +114,10 @@ bool search_schedule_legal(const search_schedule *s, int max_rank, char *why, si
         return fail(why, why_len, "persist is %u, not 0 or 1", s->persist);
     if (s->persist && s->sketch == SEARCH_SKETCH_CLUSTER)
         return fail(why, why_len, "the cluster sketch has no persistent grid (persist must be 0)");
-    if (s->reserved != 0)
-        return fail(why, why_len, "reserved field is %u, not 0", s->reserved);
+    if (s->seg > 1)
+        return fail(why, why_len, "seg is %u, not 0 or 1", s->seg);
+    if (s->seg && !s->mma)
+        return fail(why, why_len, "row tiles aligned to segments (seg) are for tensor-core (mma) schedules only");
     if (s->mma > 1)
         return fail(why, why_len, "mma is %u, not 0 or 1", s->mma);
     if (s->mma && s->rows != 16)
@@ -142,8 +144,9 @@ int search_schedule_format(const search_schedule *s, char *buf, size_t len)
     char st[16] = "";
     if (s->stages != 1)
         snprintf(st, sizeof st, " stages=%u", s->stages);
-    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s%s%s", sk, s->rows, s->warps,
-                    s->vec, s->kc, s->split_k, s->cols, s->mma ? " mma" : "", st, s->persist ? " persist=1" : "");
+    return snprintf(buf, len, "%s rows=%u warps=%u vec=%u kc=%u splitk=%u cols=%u%s%s%s%s", sk, s->rows, s->warps,
+                    s->vec, s->kc, s->split_k, s->cols, s->mma ? " mma" : "", st, s->persist ? " persist=1" : "",
+                    s->seg ? " seg" : "");
 }
 
 long search_k_gran(unsigned mma, unsigned vec)
@@ -194,6 +197,13 @@ int search_schedule_parse(const char *text, search_schedule *out)
             return -1;
         used += n;
     }
+    int seg = 0;
+    if (!strncmp(text + used, "seg", 3) && (text[used + 3] == ' ' || text[used + 3] == '\0')) {
+        seg = 1;
+        used += 3;
+        while (text[used] == ' ')
+            ++used;
+    }
     if (text[used] != '\0')
         return -1;
     unsigned sketch;
@@ -210,6 +220,7 @@ int search_schedule_parse(const char *text, search_schedule *out)
     if (rows > 255 || warps > 255 || vec > 255 || split > 255 || kc > 65535 || cols > 65535)
         return -1;
     search_schedule s = search_schedule_make(sketch, rows, warps, vec, kc, split, cols, (unsigned)mma, stages, persist);
+    s.seg = (uint8_t)seg;
     *out = s;
     return 0;
 }

@@ -53,7 +53,11 @@ typedef struct search_schedule {
                         * memory: 1 (no staging: fragments from global memory), 2, 3, 4 (mma only) */
     uint8_t persist;   /* 0: one tile per CTA; 1: persistent grid (as many CTAs as fit at once,
                         * each looping over tiles with a grid stride) */
-    uint8_t reserved;  /* zero */
+    uint8_t seg;       /* 0: row tiles of DOP_ROWS rows from row 0; 1: row tiles aligned to
+                        * segments (mma only). Not tuned and never stored (0 in plans and
+                        * records): the runtime compiles this variant of a tensor-core
+                        * schedule's module for calls whose segment layout has a boundary
+                        * inside a 16-row tile (runtime_seg_row_tiles) */
 } search_schedule;
 
 /* Largest stage count of the cp.async pipeline. */
@@ -104,8 +108,8 @@ long search_k_gran(unsigned mma, unsigned vec);
  * persist are compile-time and kept): equal keys share one compiled module. */
 search_schedule search_schedule_module_key(const search_schedule *s);
 
-/* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256", then " mma", " stages=N"
- * and " persist=1" when they are not 0, 1 and 0; returns snprintf's result. */
+/* "split rows=8 warps=4 vec=8 kc=512 splitk=4 cols=256", then " mma", " stages=N",
+ * " persist=1" and " seg" when they are not 0, 1, 0 and 0; returns snprintf's result. */
 int search_schedule_format(const search_schedule *s, char *buf, size_t len);
 
 /* Inverse of search_schedule_format (legality is not checked); text without

@@ -240,7 +240,8 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
         assert_int_equal(l->kp.k_per_cta % (32 * sc.vec), 0);
         assert_int_equal(l->cluster, cdiv(s->d_in, l->kp.k_per_cta));
         assert_true(l->cluster <= sc.split_k);
-        assert_int_equal(l->grid[0], cdiv(s->num_rows, sc.rows) * l->cluster);
+        assert_int_equal(l->grid[0], (unsigned)l->kp.row_tiles * l->cluster);
+        assert_int_equal(l->kp.row_tiles, l->kp.seg_tiles ? (unsigned)l->kp.row_tiles : cdiv(s->num_rows, sc.rows));
         assert_int_equal(l->grid[1], (unsigned)s->num_slices);
         assert_int_equal(l->grid[2], 1);
         return;
@@ -251,7 +252,12 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
         assert_int_equal(l->kind, kind);
         assert_true(l->block[0] == 32u * sc.warps && l->block[1] == 1 && l->block[2] == 1 && l->smem == 0);
         assert_ptr_equal(l->stream, FK_STREAM);
-        assert_int_equal(l->grid[0], cdiv(s->num_rows, sc.rows));
+        /* segment-aligned tiles (tensor-core schedules, some segment off the 16-row grid): the
+         * bound runtime_seg_row_tiles gives; otherwise the plain count */
+        unsigned rt = l->kp.seg_tiles ? (unsigned)l->kp.row_tiles : cdiv(s->num_rows, sc.rows);
+        assert_true(!l->kp.seg_tiles || (sc.mma && rt >= cdiv(s->num_rows, sc.rows) && rt <= (unsigned)s->num_rows));
+        assert_int_equal(l->grid[0], rt);
+        assert_int_equal(l->kp.row_tiles, rt);
         assert_int_equal(l->grid[2], (unsigned)s->num_slices);
         if (kind == FK_SHRINK) {
             assert_int_equal(l->grid[1], sc.split_k);
@@ -979,6 +985,71 @@ static void test_graph_replay_same_grid(void **state)
     assert_int_equal(g_fk.launch[0].kp.num_segments_dev, 0x64200000u);
 }
 
+/* Segment-aligned row tiles: when runtime_seg_row_tiles asks for them, and what the launches get. */
+static void test_seg_tiles(void **state)
+{
+    fx *f = *state;
+    /* the bound: ceil(rows / 16) + segments - 1, at most rows; 0 where the plain tiles do */
+    int32_t off[4] = {0, 11, 22, 40}, on[3] = {0, 16, 40}, gap[4] = {0, 16, 32, 40}, gs[3] = {0, -1, 1};
+    int32_t lead[3] = {0, 5, 16}, ls[2] = {-1, 2}, one[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, many[201];
+    for (int i = 0; i <= 200; ++i)
+        many[i] = i;
+    assert_int_equal(runtime_seg_row_tiles(off, NULL, 3, 40, 4, 128), 5);
+    assert_int_equal(runtime_seg_row_tiles(on, NULL, 2, 40, 4, 128), 0);     /* ends at num_rows: on the grid */
+    assert_int_equal(runtime_seg_row_tiles(gap, gs, 3, 40, 4, 128), 0);     /* rows 16..31 have no adapter */
+    assert_int_equal(runtime_seg_row_tiles(lead, ls, 2, 16, 4, 128), 2);    /* 5..15 off the grid */
+    assert_int_equal(runtime_seg_row_tiles(lead, ls, 2, 16, 2, 128), 0);    /* slot 2 is out of range */
+    assert_int_equal(runtime_seg_row_tiles(one, NULL, 8, 8, 8, 128), 8);    /* at most num_rows */
+    assert_int_equal(runtime_seg_row_tiles(many, NULL, 200, 200, 200, 128), 0); /* more segments than threads */
+    assert_int_equal(runtime_seg_row_tiles(many, NULL, 200, 200, 200, 256), 200);
+    assert_int_equal(runtime_seg_row_tiles(NULL, NULL, 3, 40, 4, 128), 0);
+    assert_int_equal(runtime_seg_row_tiles(off, NULL, 0, 40, 4, 128), 0);
+
+    /* through a call: a tensor-core schedule over 4 segments with boundaries off the grid gets
+     * ceil(64 / 16) + 3 = 7 row tiles in both launches; on the grid, or a row layout, or CUDA
+     * cores, the plain 4 (16 for S1's 4-row tiles) */
+    search_schedule m = SCHED_INIT(SEARCH_SKETCH_SPLIT, 16, 4, 8, 2, 64, 256);
+    m.mma = 1;
+    assert_true(search_schedule_legal(&m, f->shape.max_rank, NULL, 0));
+    int32_t ip[5] = {0, 11, 22, 40, NROW}, ipg[5] = {0, 16, 32, 48, NROW};
+    dop_layout seg = {.kind = DOP_LAYOUT_SEGMENTS, .num_segments = 4, .seg_indptr = ip,
+                      .dev_seg_indptr = DEVP(0x64000000u)};
+    dop_layout grid16 = seg;
+    grid16.seg_indptr = ipg;
+    struct {
+        const search_schedule *s;
+        const dop_layout *l;
+        int tiles, seg;
+    } want[] = {{&m, &seg, 7, 1}, {&m, &grid16, 4, 0}, {&m, &f->lay, 4, 0}, {&S1, &seg, 16, 0}};
+    uint64_t c0 = compiled();
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; ++i) {
+        runtime_force_schedule(want[i].s);
+        RUN_OK(AP, c_.lay = want[i].l);
+        if (i == 0) { /* m's module and its seg variant (DOP_SEGT), a module of its own */
+            assert_int_equal(compiled(), c0 + 2);
+            search_schedule used; /* what the call reports is m: the variant is not a schedule of its own */
+            runtime_last_schedule(&used);
+            assert_memory_equal(&used, &m, sizeof m);
+        }
+        if (i == 1 || i == 2) /* m's plain module again */
+            assert_int_equal(compiled(), c0 + 2);
+        check_grid(AP, &f->shape, 256);
+        assert_int_equal(g_fk.nlaunch, 2);
+        for (int k = 0; k < 2; ++k) {
+            assert_int_equal(g_fk.launch[k].grid[0], want[i].tiles);
+            assert_int_equal(g_fk.launch[k].kp.row_tiles, want[i].tiles);
+            assert_int_equal(g_fk.launch[k].kp.seg_tiles, want[i].seg);
+        }
+    }
+    /* the persistent grid carries the same count for its loop */
+    search_schedule mp = m;
+    mp.persist = 1;
+    runtime_force_schedule(&mp);
+    RUN_OK(AP, c_.lay = &seg);
+    for (int k = 0; k < 2; ++k)
+        assert_true(g_fk.launch[k].kp.row_tiles == 7 && g_fk.launch[k].kp.seg_tiles == 1);
+}
+
 static void test_shrink_expand(void **state)
 {
     fx *f = *state;
@@ -1209,8 +1280,8 @@ int main(void)
         T(test_table_update),           T(test_workspace_size),    T(test_call_arguments),
         T(test_layout_validation),      T(test_weights_validation), T(test_apply_table_device_layout),
         T(test_apply_uploads),          T(test_graph_replay_same_grid), T(test_shrink_expand),
-        T(test_dispatch),               T(test_programmatic_launch), T(test_capture),
-        T(test_launch_failure),
+        T(test_seg_tiles),              T(test_dispatch),          T(test_programmatic_launch),
+        T(test_capture),                T(test_launch_failure),
         T(test_thread_errors),          T(test_destroy_forgets_error),
     };
 #undef T

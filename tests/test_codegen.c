@@ -194,8 +194,8 @@ static void test_codegen_rejects(void **state)
     s.sketch = SEARCH_SKETCH_FUSED; /* with split_k 4 */
     expect_reject(&s, KERNELS_F16, 16, "fused");
     s = ok;
-    s.reserved = 2;
-    expect_reject(&s, KERNELS_F16, 16, "reserved");
+    s.seg = 2;
+    expect_reject(&s, KERNELS_F16, 16, "seg");
     s = make(SEARCH_SKETCH_SPLIT, 32, 4, 1, 1024, 1, 128); /* 32 single-element loads per lane: too many */
     expect_reject(&s, KERNELS_F16, 16, "K step");
     expect_reject(&ok, KERNELS_F16, 0, "max_rank");

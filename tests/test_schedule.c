@@ -48,6 +48,17 @@ static void expect_legal(const search_schedule *s, int max_rank)
     }
 }
 
+/* s is written as want, and want reads back as s. */
+static void expect_text(const search_schedule *s, const char *want)
+{
+    char buf[160];
+    search_schedule back;
+    search_schedule_format(s, buf, sizeof buf);
+    assert_string_equal(buf, want);
+    assert_int_equal(search_schedule_parse(buf, &back), 0);
+    assert_memory_equal(&back, s, sizeof *s);
+}
+
 /* Rejected, with a reason that contains `word`. */
 static void expect_illegal(const search_schedule *s, int max_rank, const char *word)
 {
@@ -203,10 +214,10 @@ static void test_illegal_fields(void **state)
     expect_legal(&s, 16);
 
     s = typical_split();
-    s.reserved = 1;
-    expect_illegal(&s, 16, "reserved");
-    s.reserved = 0x80;
-    expect_illegal(&s, 16, "reserved");
+    s.seg = 1; /* row tiles aligned to segments: tensor-core schedules only */
+    expect_illegal(&s, 16, "mma");
+    s.seg = 0x80;
+    expect_illegal(&s, 16, "seg is 128");
 
     /* tensor cores: 16-row tiles, K steps of 16, column tiles of 8, vec 8 */
     s = make(SEARCH_SKETCH_SPLIT, 16, 8, 8, 64, 4, 256);
@@ -216,6 +227,9 @@ static void test_illegal_fields(void **state)
     s.sketch = SEARCH_SKETCH_FUSED;
     s.split_k = 1;
     expect_legal(&s, 64);
+    s.seg = 1; /* the segment-aligned variant of a tensor-core schedule */
+    expect_legal(&s, 64);
+    s.seg = 0;
     s.mma = 2;
     expect_illegal(&s, 16, "mma");
     s.mma = 1;
@@ -348,7 +362,7 @@ static void test_module_key(void **state)
     assert_int_equal(ks.vec, 8);
     assert_int_equal(ks.kc, 512);
     assert_int_equal(ks.cols, 256);
-    assert_int_equal(ks.reserved, 0);
+    assert_int_equal(ks.seg, 0);
     assert_int_equal(ks.stages, 1);
     assert_int_equal(ks.persist, 0);
     expect_legal(&ks, 16);
@@ -408,27 +422,20 @@ static void test_format(void **state)
     s.mma = 1;
     s.stages = 3;
     s.persist = 1;
-    search_schedule_format(&s, buf, sizeof buf);
-    assert_string_equal(buf, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3 persist=1");
+    expect_text(&s, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3 persist=1");
     search_schedule back;
-    assert_int_equal(search_schedule_parse(buf, &back), 0);
-    assert_memory_equal(&back, &s, sizeof s);
     s.persist = 0;
-    search_schedule_format(&s, buf, sizeof buf);
-    assert_string_equal(buf, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3");
-    assert_int_equal(search_schedule_parse(buf, &back), 0);
-    assert_memory_equal(&back, &s, sizeof s);
+    expect_text(&s, "counter rows=16 warps=8 vec=8 kc=64 splitk=8 cols=256 mma stages=3");
     s = make(SEARCH_SKETCH_SPLIT, 2, 8, 8, 1024, 4, 256);
     s.persist = 1;
-    search_schedule_format(&s, buf, sizeof buf);
-    assert_string_equal(buf, "split rows=2 warps=8 vec=8 kc=1024 splitk=4 cols=256 persist=1");
-    assert_int_equal(search_schedule_parse(buf, &back), 0);
-    assert_memory_equal(&back, &s, sizeof s);
+    expect_text(&s, "split rows=2 warps=8 vec=8 kc=1024 splitk=4 cols=256 persist=1");
+    s = make(SEARCH_SKETCH_CLUSTER, 16, 8, 8, 64, 4, 256);
+    s.mma = 1;
+    s.stages = 2;
+    s.seg = 1;
+    expect_text(&s, "cluster rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma stages=2 seg");
     s = make(SEARCH_SKETCH_CLUSTER, 1, 8, 8, 512, 16, 256);
-    search_schedule_format(&s, buf, sizeof buf);
-    assert_string_equal(buf, "cluster rows=1 warps=8 vec=8 kc=512 splitk=16 cols=256");
-    assert_int_equal(search_schedule_parse(buf, &back), 0);
-    assert_memory_equal(&back, &s, sizeof s);
+    expect_text(&s, "cluster rows=1 warps=8 vec=8 kc=512 splitk=16 cols=256");
     /* old text: stages 1, persist 0, version 2 */
     assert_int_equal(search_schedule_parse("split rows=16 warps=8 vec=8 kc=64 splitk=4 cols=256 mma", &back), 0);
     assert_int_equal(back.version, SEARCH_SCHEDULE_VERSION);
@@ -448,6 +455,8 @@ static void test_format(void **state)
         "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 stages=999",
         "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 persist=1 x",
         "split rows=1 warps=8 vec=8 kc=256 splitk=1 cols=256 mmax",
+        "split rows=16 warps=8 vec=8 kc=64 splitk=1 cols=256 seg mma",
+        "split rows=16 warps=8 vec=8 kc=64 splitk=1 cols=256 mma segx",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i)
         if (search_schedule_parse(bad[i], &back) != -1)

@@ -149,6 +149,7 @@ static int cmd_jit(int argc, char **argv)
     /* distinct schedules that dispatch picks on the grid */
     enum { MAXS = 256 };
     search_schedule seen[MAXS];
+    int seen_rank[MAXS]; /* the module key includes max_rank */
     int nseen = 0;
     int32_t *rows = malloc(4096 * sizeof *rows);
     if (!rows)
@@ -167,12 +168,13 @@ static int cmd_jit(int argc, char **argv)
                     search_schedule s;
                     runtime_pick_schedule(&dev, (runtime_op)op, grid_rows[ni], 4096, 1, rank, &sum, &s);
                     s = search_schedule_module_key(&s);
-                    s.reserved = (uint16_t)rank; /* key includes max_rank */
                     int dup = 0;
                     for (int k = 0; k < nseen && !dup; ++k)
-                        dup = !memcmp(&seen[k], &s, sizeof s);
-                    if (!dup && nseen < MAXS)
+                        dup = seen_rank[k] == rank && !memcmp(&seen[k], &s, sizeof s);
+                    if (!dup && nseen < MAXS) {
+                        seen_rank[nseen] = rank;
                         seen[nseen++] = s;
+                    }
                 }
             }
         }
@@ -185,8 +187,7 @@ static int cmd_jit(int argc, char **argv)
     for (int di = 0; di < ndt; ++di) {
         for (int k = 0; k < nseen; ++k) {
             search_schedule s = seen[k];
-            int rank = s.reserved;
-            s.reserved = 0;
+            int rank = seen_rank[k];
             char name[128], *src;
             size_t len;
             search_schedule_format(&s, name, sizeof name); /* the module key: splitk=1 stands for every split */

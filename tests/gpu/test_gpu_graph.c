@@ -8,8 +8,11 @@
  * shuffled order; for segments also a different segment count through
  * dev_num_segments). Segments are captured a second time with a host layout of
  * one segment per row, so that replays run with fewer segments than the call
- * described (the kernels read the first segments before the run-time count).
- * Every replay must match the CPU reference.
+ * described (the kernels read the first segments before the run-time count),
+ * and, with tensor-core schedules forced, a third time with 12 segments off the
+ * 16-row grid (row tiles aligned to segments; replays that need more tiles than
+ * the grid has, or more segments than the capture). Every replay must match the
+ * CPU reference.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +43,9 @@ static double unit(uint64_t *s)
     return (double)(runtime_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 
-static void replay_case(int use_segments, int wide_capture)
+/* capture: 0 identical, 1 one segment per row, 2 twelve segments of 5 rows (the last 9) whose
+ * boundaries are off the 16-row grid; force: a schedule forced on every call, or NULL */
+static void replay_case(int use_segments, int wide_capture, const char *force)
 {
     const runtime_driver *d = g_ctx->drv;
     bool pushed;
@@ -48,6 +53,11 @@ static void replay_case(int use_segments, int wide_capture)
     static const int dout[NSL] = {4096, 1024};
     const int width = dout[0] + dout[1];
     uint64_t rng = 42 + (uint64_t)use_segments + 2u * (uint64_t)wide_capture;
+    search_schedule forced;
+    if (force) {
+        assert_int_equal(search_schedule_parse(force, &forced), 0);
+        runtime_force_schedule(&forced);
+    }
 
     /* adapters: ranks 8..16, one weight buffer */
     kref_adapter kad[SLOTS * NSL];
@@ -116,7 +126,15 @@ static void replay_case(int use_segments, int wide_capture)
     indptr[0] = 0;
     indptr[1] = ROWS;
     segslot[0] = 3;
-    if (wide_capture) { /* one segment per row, slots 0, 1, ... */
+    if (wide_capture == 2) { /* segments i of rows 5 i .. 5 i + 4, slot i; the last to the end */
+        nseg = 12;
+        for (int i = 0; i < ROWS; ++i)
+            rows[i] = i / 5 < nseg ? i / 5 : nseg - 1;
+        for (int i = 0; i < nseg; ++i) {
+            segslot[i] = i;
+            indptr[i + 1] = i + 1 < nseg ? 5 * (i + 1) : ROWS;
+        }
+    } else if (wide_capture) { /* one segment per row, slots 0, 1, ... */
         nseg = ROWS;
         for (int i = 0; i < ROWS; ++i) {
             rows[i] = i % SLOTS;
@@ -158,7 +176,8 @@ static void replay_case(int use_segments, int wide_capture)
     runtime_last_schedule(&used);
     char name[128];
     search_schedule_format(&used, name, sizeof name);
-    printf("captured with %s layout (%d segments), schedule [%s]\n", wide_capture ? "distinct" : "identical", nseg, name);
+    printf("captured with %s layout (%d segments), schedule [%s]\n",
+           wide_capture == 2 ? "off-grid" : wide_capture ? "distinct" : "identical", nseg, name);
 
     CUgraph graph;
     CUgraphExec exec;
@@ -241,11 +260,14 @@ static void replay_case(int use_segments, int wide_capture)
             }
         double err = sqrt(num / den);
         printf("%s%s replay %d (%s, %d segments): normalized error %.2e, %ld untouched entries changed\n",
-               use_segments ? "segments" : "rows", wide_capture ? " (wide capture)" : "", k, runtime_workload_name(wl),
+               use_segments ? "segments" : "rows",
+               wide_capture == 2 ? " (off-grid capture)" : wide_capture ? " (wide capture)" : "", k,
+               runtime_workload_name(wl),
                nseg, err, bad);
         assert_true(err < 1e-3);
         assert_int_equal(bad, 0);
     }
+    runtime_force_schedule(NULL);
     d->fn_cuGraphExecDestroy(exec);
     d->fn_cuGraphDestroy(graph);
     d->fn_cuStreamDestroy(stream);
@@ -264,19 +286,44 @@ static void replay_case(int use_segments, int wide_capture)
 static void test_graph_rows(void **state)
 {
     (void)state;
-    replay_case(0, 0);
+    replay_case(0, 0, NULL);
 }
 
 static void test_graph_segments(void **state)
 {
     (void)state;
-    replay_case(1, 0);
+    replay_case(1, 0, NULL);
 }
 
 static void test_graph_segments_fewer_at_replay(void **state)
 {
     (void)state;
-    replay_case(1, 1);
+    replay_case(1, 1, NULL);
+}
+
+/* Tensor-core schedules captured with segments off the 16-row grid take row tiles aligned to
+ * segments, with a grid sized by the capture's 12 segments (ceil(64 / 16) + 11 = 15 row tiles).
+ * The replays need from 4 pieces (identical) to 64 (distinct), and the uniform one has 16
+ * segments with its empty ones, more than the capture's 12: the kernels must fall back to the
+ * plain tiles where the grid is too small, or where there are more segments than threads (32
+ * threads of the one-warp schedule against distinct's 64 segments). */
+static void test_graph_segments_aligned_tiles(void **state)
+{
+    (void)state;
+    replay_case(1, 2, "split rows=16 warps=1 vec=8 kc=64 splitk=4 cols=256 mma stages=2");
+    replay_case(1, 2, "split rows=16 warps=4 vec=8 kc=128 splitk=2 cols=128 mma");
+}
+
+static void test_graph_segments_aligned_tiles_cluster(void **state)
+{
+    (void)state;
+    dop_device_info in;
+    dop_context_device_info(g_ctx, &in);
+    if (in.cc_major < 9) {
+        printf("cluster: skipped (sm_%d%d has no thread-block clusters)\n", in.cc_major, in.cc_minor);
+        return;
+    }
+    replay_case(1, 2, "cluster rows=16 warps=4 vec=8 kc=64 splitk=4 cols=256 mma");
 }
 
 int main(void)
@@ -294,7 +341,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_graph_rows), cmocka_unit_test(test_graph_segments),
-                                       cmocka_unit_test(test_graph_segments_fewer_at_replay)};
+                                       cmocka_unit_test(test_graph_segments_fewer_at_replay),
+                                       cmocka_unit_test(test_graph_segments_aligned_tiles),
+                                       cmocka_unit_test(test_graph_segments_aligned_tiles_cluster)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dop_context_destroy(g_ctx);
     return rc;
