@@ -441,25 +441,15 @@ __device__ __forceinline__ void dop_seg_locate(const dop_kparams &p, int rt, int
     __shared__ int wsum[DOP_WARPS];
     __shared__ int pick[2];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int *indptr = reinterpret_cast<const int *>(p.seg_indptr);
-    const int *sslot = reinterpret_cast<const int *>(p.seg_slot);
-    int a = 0, b = 0, s = -1;
-    if (tid < p.num_segments) {
-        a = indptr[tid];
-        b = indptr[tid + 1];
-        s = sslot ? sslot[tid] : tid;
-    }
+    int a = 0, b = 0, s = -1; /* the thread's segment: its rows in [0, num_rows), its valid slot or -1 */
+    if (tid < p.num_segments)
+        s = dop_segment(p, tid, 0, p.num_rows, a, b);
     int nseg = p.num_segments_dev ? *reinterpret_cast<const int *>(p.num_segments_dev) : p.num_segments;
     if (nseg > DOP_THREADS)
         return;
-    if (tid >= p.num_segments && tid < nseg) { /* a run-time count above the host's */
-        a = indptr[tid];
-        b = indptr[tid + 1];
-        s = sslot ? sslot[tid] : tid;
-    }
-    a = max(a, 0);
-    b = min(b, p.num_rows);
-    int n = tid < nseg && dop_valid_slot(p, s) >= 0 && b > a ? (b - a + DOP_ROWS - 1) / DOP_ROWS : 0;
+    if (tid >= p.num_segments && tid < nseg) /* a run-time count above the host's */
+        s = dop_segment(p, tid, 0, p.num_rows, a, b);
+    int n = tid < nseg && s >= 0 && b > a ? (b - a + DOP_ROWS - 1) / DOP_ROWS : 0;
     int inc = n; /* inclusive scan: within the warp, then over the warps' sums */
 #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {

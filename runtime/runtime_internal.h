@@ -184,8 +184,8 @@ void runtime_layout_classify(const runtime_layout_summary *sum, int32_t num_rows
                              runtime_layout_class *out);
 
 /* Row tiles of a tensor-core launch (16-row tiles) over a segment layout whose
- * tiles are aligned to segments (kp.seg_tiles; kernels_lora.cu,
- * dop_tile_init_seg), or 0 where the plain tiles rows 16 t .. 16 t + 15 do as
+ * tiles are aligned to segments (the schedule's seg variant, kp.seg_tiles;
+ * kernels_lora.cu, dop_seg_locate), or 0 where the plain tiles rows 16 t .. 16 t + 15 do as
  * well: every non-empty segment with a slot in [0, num_slots) starts and ends
  * on the 16-row grid (or at num_rows), or there are more segments than the
  * CTA's threads (the kernel counts pieces one thread per segment). The count is

@@ -414,7 +414,7 @@ int32_t runtime_seg_row_tiles(const int32_t *seg_indptr, const int32_t *seg_slot
     }
     if (!off_grid)
         return 0;
-    int64_t most = (int64_t)(num_rows + TILE - 1) / TILE + num_segments - 1;
+    int64_t most = ((int64_t)num_rows + TILE - 1) / TILE + num_segments - 1;
     return (int32_t)(most < num_rows ? most : num_rows);
 }
 

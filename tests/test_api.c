@@ -224,6 +224,18 @@ static uint64_t compiled(void)
 static unsigned cdiv(long a, long b) { return (unsigned)((a + b - 1) / b); }
 
 /* The launches of the last call agree with runtime_last_schedule() and the shape. */
+/* The row tiles launch l must have: the plain count, or with segment-aligned tiles (tensor-core
+ * schedules, some segment off the 16-row grid) the bound runtime_seg_row_tiles gave, which lies
+ * between the plain count and num_rows. Checks that the argument block carries it too. */
+static unsigned expect_row_tiles(const fk_launch *l, const search_schedule *sc, const dop_lora_shape *s)
+{
+    unsigned plain = cdiv(s->num_rows, sc->rows);
+    unsigned rt = l->kp.seg_tiles ? (unsigned)l->kp.row_tiles : plain;
+    assert_true(!l->kp.seg_tiles || (sc->mma && rt >= plain && rt <= (unsigned)s->num_rows));
+    assert_int_equal(l->kp.row_tiles, rt);
+    return rt;
+}
+
 static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
 {
     search_schedule sc;
@@ -240,8 +252,7 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
         assert_int_equal(l->kp.k_per_cta % (32 * sc.vec), 0);
         assert_int_equal(l->cluster, cdiv(s->d_in, l->kp.k_per_cta));
         assert_true(l->cluster <= sc.split_k);
-        assert_int_equal(l->grid[0], (unsigned)l->kp.row_tiles * l->cluster);
-        assert_int_equal(l->kp.row_tiles, l->kp.seg_tiles ? (unsigned)l->kp.row_tiles : cdiv(s->num_rows, sc.rows));
+        assert_int_equal(l->grid[0], expect_row_tiles(l, &sc, s) * l->cluster);
         assert_int_equal(l->grid[1], (unsigned)s->num_slices);
         assert_int_equal(l->grid[2], 1);
         return;
@@ -252,12 +263,7 @@ static void check_grid(runtime_op op, const dop_lora_shape *s, int max_dout)
         assert_int_equal(l->kind, kind);
         assert_true(l->block[0] == 32u * sc.warps && l->block[1] == 1 && l->block[2] == 1 && l->smem == 0);
         assert_ptr_equal(l->stream, FK_STREAM);
-        /* segment-aligned tiles (tensor-core schedules, some segment off the 16-row grid): the
-         * bound runtime_seg_row_tiles gives; otherwise the plain count */
-        unsigned rt = l->kp.seg_tiles ? (unsigned)l->kp.row_tiles : cdiv(s->num_rows, sc.rows);
-        assert_true(!l->kp.seg_tiles || (sc.mma && rt >= cdiv(s->num_rows, sc.rows) && rt <= (unsigned)s->num_rows));
-        assert_int_equal(l->grid[0], rt);
-        assert_int_equal(l->kp.row_tiles, rt);
+        assert_int_equal(l->grid[0], expect_row_tiles(l, &sc, s));
         assert_int_equal(l->grid[2], (unsigned)s->num_slices);
         if (kind == FK_SHRINK) {
             assert_int_equal(l->grid[1], sc.split_k);

@@ -262,8 +262,7 @@ static void replay_case(int use_segments, int wide_capture, const char *force)
         printf("%s%s replay %d (%s, %d segments): normalized error %.2e, %ld untouched entries changed\n",
                use_segments ? "segments" : "rows",
                wide_capture == 2 ? " (off-grid capture)" : wide_capture ? " (wide capture)" : "", k,
-               runtime_workload_name(wl),
-               nseg, err, bad);
+               runtime_workload_name(wl), nseg, err, bad);
         assert_true(err < 1e-3);
         assert_int_equal(bad, 0);
     }
